@@ -1,0 +1,1 @@
+"""Gradio app for hf-pept, installed as ``hf_pept.app``."""

@@ -1,0 +1,11 @@
+"""hf-pept: memory-efficient LLM pre-training (ReLoRA, GaLore and their family) for the Hugging Face stack.
+
+``import hf_pept`` is all a user adds: it registers our GaLore optimizers under transformers' stock
+``optim`` names and ReLoRA as a peft tuner. Registration is idempotent and touches nothing else.
+"""
+
+__version__ = "0.1.0"
+
+from .events import record_event  # noqa: E402
+
+__all__ = ["__version__", "record_event"]
