@@ -1,0 +1,195 @@
+"""Live charts from run folders: ``metrics.jsonl`` read tolerantly, drawn with matplotlib, several runs overlaid.
+
+A run still being written may end in a half line; it is skipped and read on the next poll. Event records
+(``{"event": "relora_merge", "step": ...}``) become vertical markers on the loss and learning-rate panels, which is
+where ReLoRA's jagged schedule and GaLore's projector refreshes are visible.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hf_pept.events import EVENT_KEY
+
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+
+# (key in metrics.jsonl, panel title with unit)
+PANELS = (
+    ("loss", "training loss (raw, and EMA-smoothed)"),
+    ("eval_perplexity", "eval perplexity"),
+    ("lr", "learning rate"),
+    ("tokens_per_second", "throughput (tokens/s)"),
+    ("peak_memory_mb", "peak memory (MB)"),
+    ("grad_norm", "gradient norm"),
+)
+EVENT_STYLES = {
+    "relora_merge": {"color": "tab:red", "linestyle": "--"},
+    "optimizer_reset": {"color": "tab:orange", "linestyle": ":"},
+    "projector_update": {"color": "tab:green", "linestyle": ":"},
+}
+MARKED_PANELS = ("loss", "lr")
+MAX_MARKERS_PER_EVENT = 200  # a projector refresh every few steps would otherwise hide the curves
+
+
+@dataclass
+class RunMetrics:
+    name: str
+    records: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        steps, values = [], []
+        for record in self.records:
+            value = record.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                steps.append(int(record.get("step", len(steps))))
+                values.append(float(value))
+        return steps, values
+
+
+def read_metrics(run_dir: str | Path) -> RunMetrics:
+    """All complete lines of ``run_dir/metrics.jsonl`` split into metric records and event records."""
+    run_dir = Path(run_dir)
+    metrics = RunMetrics(name=run_dir.name)
+    try:
+        text = (run_dir / METRICS_FILE).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return metrics
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line still being written
+        if not isinstance(record, dict):
+            continue
+        (metrics.events if EVENT_KEY in record else metrics.records).append(record)
+    return metrics
+
+
+def smooth(values: list[float], weight: float = 0.9) -> list[float]:
+    """Debiased exponential moving average, s_t = w·s_{t-1} + (1-w)·x_t, divided by (1 - w^t) (Adam's bias
+    correction), so the first points are not pulled toward 0."""
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight!r}")
+    out, running = [], 0.0
+    for t, value in enumerate(values, start=1):
+        running = weight * running + (1.0 - weight) * value
+        out.append(running / (1.0 - weight**t))
+    return out
+
+
+def points_summary(runs: list[RunMetrics]) -> str:
+    """One line per run: how many loss points, the last step and loss (the live status under the charts)."""
+    if not runs:
+        return "No run selected."
+    lines = []
+    for run in runs:
+        steps, losses = run.series("loss")
+        if steps:
+            lines.append(f"{run.name}: {len(steps)} loss points, step {steps[-1]}, loss {losses[-1]:.4f}")
+        else:
+            lines.append(f"{run.name}: 0 loss points yet")
+    return "\n".join(lines)
+
+
+def training_figure(runs: list[RunMetrics], smoothing: float = 0.9):
+    """A 2×3 grid of the PANELS, each run one colour, events as vertical lines on the loss and LR panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), constrained_layout=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (key, title) in zip(axes.flat, PANELS):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=8)
+        for index, run in enumerate(runs):
+            color = colors[index % len(colors)]
+            steps, values = run.series(key)
+            if not steps:
+                continue
+            if key == "loss":
+                ax.plot(steps, values, color=color, alpha=0.3, linewidth=1)
+                ax.plot(steps, smooth(values, smoothing), color=color, linewidth=1.8, label=run.name)
+            else:
+                ax.plot(steps, values, color=color, linewidth=1.5, marker="." if len(steps) < 30 else None)
+            if key in MARKED_PANELS:
+                _draw_events(ax, run.events)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    handles += _event_legend(runs, plt)
+    if handles:
+        axes.flat[0].legend(handles=handles, fontsize=7, loc="upper right")
+    return fig
+
+
+def _draw_events(ax, events: list[dict]) -> None:
+    counts: dict[str, int] = {}
+    for event in events:
+        name = event.get(EVENT_KEY)
+        style = EVENT_STYLES.get(name)
+        step = event.get("step")
+        if style is None or step is None or counts.get(name, 0) >= MAX_MARKERS_PER_EVENT:
+            continue
+        counts[name] = counts.get(name, 0) + 1
+        ax.axvline(step, linewidth=0.8, alpha=0.7, **style)
+
+
+def _event_legend(runs: list[RunMetrics], plt) -> list:
+    present = {event.get(EVENT_KEY) for run in runs for event in run.events}
+    return [
+        plt.Line2D([], [], linewidth=0.8, label=name.replace("_", " "), **style)
+        for name, style in EVENT_STYLES.items()
+        if name in present
+    ]
+
+
+def read_summary(run_dir: str | Path) -> dict | None:
+    try:
+        summary = json.loads((Path(run_dir) / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def comparison_rows(run_dirs: list[Path]) -> list[dict]:
+    """One row per finished run from its ``summary.json`` (the same file ``hf-pept compare`` tabulates)."""
+    rows = []
+    for run_dir in run_dirs:
+        summary = read_summary(run_dir)
+        if summary is not None:
+            rows.append({"run": Path(run_dir).name, **{k: v for k, v in summary.items() if _is_scalar(v)}})
+    return rows
+
+
+def _is_scalar(value) -> bool:
+    return value is None or isinstance(value, (int, float, str, bool))
+
+
+def perplexity_memory_figure(rows: list[dict], perplexity_key: str, memory_key: str):
+    """Scatter of eval perplexity against peak memory, one labelled point per finished run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
+    ax.set_xlabel("peak memory (MB)")
+    ax.set_ylabel("eval perplexity")
+    ax.set_title("finished runs: perplexity vs memory", fontsize=10)
+    for row in rows:
+        x, y = row.get(memory_key), row.get(perplexity_key)
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+            ax.scatter([x], [y], s=40)
+            ax.annotate(
+                str(row.get("method") or row["run"]), (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points"
+            )
+    return fig

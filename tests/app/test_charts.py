@@ -1,0 +1,92 @@
+"""Reading metrics.jsonl (events split off, half-written lines skipped), the EMA smoothing, the chart figures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hf_pept.app import charts
+
+
+def write_metrics(run_dir, lines):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.jsonl").write_text("".join(lines))
+
+
+def test_read_metrics_splits_events_and_skips_a_half_written_last_line(tmp_path):
+    lines = [json.dumps({"step": s, "loss": 5.0 - s, "lr": 1e-3}) + "\n" for s in (1, 2, 3)]
+    lines.insert(2, json.dumps({"event": "relora_merge", "step": 2}) + "\n")
+    lines.append('{"step": 4, "lo')
+    write_metrics(tmp_path / "run", lines)
+    metrics = charts.read_metrics(tmp_path / "run")
+    assert [r["step"] for r in metrics.records] == [1, 2, 3]
+    assert metrics.events == [{"event": "relora_merge", "step": 2}]
+    assert metrics.series("loss") == ([1, 2, 3], [4.0, 3.0, 2.0])
+
+
+def test_series_skips_missing_and_non_finite_values(tmp_path):
+    lines = [
+        json.dumps(r) + "\n"
+        for r in (
+            {"step": 1, "loss": 2.0},
+            {"step": 2, "eval_perplexity": 9.0},
+            {"step": 3, "loss": float("nan")},
+            {"step": 4, "loss": 1.0},
+        )
+    ]
+    write_metrics(tmp_path / "run", lines)
+    metrics = charts.read_metrics(tmp_path / "run")
+    assert metrics.series("loss") == ([1, 4], [2.0, 1.0])
+    assert metrics.series("eval_perplexity") == ([2], [9.0])
+
+
+def test_missing_folder_reads_as_no_points(tmp_path):
+    metrics = charts.read_metrics(tmp_path / "nothing")
+    assert metrics.records == [] and metrics.events == []
+    assert "0 loss points" in charts.points_summary([metrics])
+
+
+def test_smoothing_is_the_debiased_ema():
+    values = [4.0, 2.0, 6.0]
+    w = 0.5
+    # written out: s1 = (1-w)x1 / (1-w), s2 = (w(1-w)x1 + (1-w)x2) / (1-w²), ...
+    expected = [
+        4.0,
+        (w * (1 - w) * 4 + (1 - w) * 2) / (1 - w**2),
+        (w * w * (1 - w) * 4 + w * (1 - w) * 2 + (1 - w) * 6) / (1 - w**3),
+    ]
+    assert charts.smooth(values, w) == pytest.approx(expected)
+    assert charts.smooth([3.0, 3.0, 3.0], 0.9) == pytest.approx([3.0, 3.0, 3.0])
+    with pytest.raises(ValueError, match="smoothing weight"):
+        charts.smooth(values, 1.0)
+
+
+def test_training_figure_overlays_runs_and_marks_events(tmp_path):
+    pytest.importorskip("matplotlib")
+    for name, event in (("galore", "projector_update"), ("relora", "relora_merge")):
+        lines = [json.dumps({"step": s, "loss": 6.0 / s, "lr": 1e-3 * s}) + "\n" for s in range(1, 6)]
+        lines.append(json.dumps({"event": event, "step": 3}) + "\n")
+        write_metrics(tmp_path / name, lines)
+    runs = [charts.read_metrics(tmp_path / n) for n in ("galore", "relora")]
+    fig = charts.training_figure(runs)
+    loss_ax, _, lr_ax = fig.axes[:3]
+    assert len([line for line in loss_ax.lines if len(line.get_xdata()) == 5]) == 4  # raw + smoothed per run
+    markers = [line for line in lr_ax.lines if list(line.get_xdata()) == [3, 3]]
+    assert len(markers) == 2
+    labels = [text.get_text() for text in loss_ax.get_legend().get_texts()]
+    assert {"galore", "relora", "relora merge", "projector update"} <= set(labels)
+    assert "relora: 5 loss points, step 5" in charts.points_summary(runs)
+
+
+def test_comparison_rows_come_from_summaries_of_finished_runs(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "summary.json").write_text(
+        json.dumps({"method": "galore", "eval_perplexity": 30.5, "peak_memory_mb": 120.0, "nested": {"x": 1}})
+    )
+    (tmp_path / "b").mkdir()  # still running: no summary
+    rows = charts.comparison_rows([tmp_path / "a", tmp_path / "b"])
+    assert rows == [{"run": "a", "method": "galore", "eval_perplexity": 30.5, "peak_memory_mb": 120.0}]
+    pytest.importorskip("matplotlib")
+    fig = charts.perplexity_memory_figure(rows, "eval_perplexity", "peak_memory_mb")
+    assert fig.axes[0].collections[0].get_offsets().tolist() == [[120.0, 30.5]]

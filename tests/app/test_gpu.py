@@ -1,0 +1,15 @@
+"""GPU panel: parsing nvidia-smi's CSV, including devices that report no utilisation."""
+
+from hf_pept.app import gpu
+
+
+def test_parse_nvidia_smi_and_format():
+    text = "0, NVIDIA H100 80GB HBM3, 1024, 81559, 37\n1, NVIDIA H100 80GB HBM3, 0, 81559, [N/A]\ngarbage\n"
+    statuses = gpu.parse_nvidia_smi(text)
+    assert statuses == [
+        gpu.GpuStatus(0, "NVIDIA H100 80GB HBM3", 1024.0, 81559.0, 37.0),
+        gpu.GpuStatus(1, "NVIDIA H100 80GB HBM3", 0.0, 81559.0, None),
+    ]
+    table = gpu.format_status(statuses)
+    assert "1,024 / 81,559 (1 %) | 37 %" in table and "| n/a |" in table
+    assert gpu.format_status([]) == "No CUDA device found."
