@@ -1,0 +1,132 @@
+"""Partial optimizer-state reset for ReLoRA restarts, for any optimizer whose state is per-parameter tensors.
+
+ReLoRA (Lialin et al. 2023, arXiv 2307.05695, §3): after a merge the factors restart, but their Adam moments still
+describe the old factors. Zeroing them all made the loss diverge in the paper; pruning most of them works: magnitude
+pruning keeps the (1 − p) largest-|·| entries of each moment (p = 0.9), random pruning keeps each entry with
+probability 1 − p (p = 0.999).
+
+What is pruned: every floating-point state tensor with the parameter's shape — Adam/AdamW ``exp_avg``,
+``exp_avg_sq`` (and ``max_exp_avg_sq``), SGD ``momentum_buffer`` — and the 8-bit moments of bitsandbytes
+optimizers (``state1``/``state2`` codes, dequantized through ``qmap``·``absmax`` to rank by magnitude; pruned entries
+get the code of 0.0, kept codes and block scales are untouched). Scalars such as Adam's ``step`` are kept, so the
+bias correction does not re-inflate the first updates (the paper's jagged warm-up covers the restart).
+Only the given parameters' state is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+
+import torch
+
+from ..kernels.magnitude_prune import magnitude_prune_, random_prune_
+
+logger = logging.getLogger(__name__)
+
+_QUANTIZED_MOMENTS = (("state1", "qmap1", "absmax1", "max1"), ("state2", "qmap2", "absmax2", "max2"))
+
+
+def unwrap_optimizer(optimizer):
+    """The torch optimizer inside wrappers such as accelerate's ``AcceleratedOptimizer``."""
+    while hasattr(optimizer, "optimizer") and optimizer.optimizer is not optimizer:
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+def _prune_(tensor: torch.Tensor, mode: str, prune_ratio: float, generator: torch.Generator | None) -> int:
+    if mode == "zero":
+        tensor.zero_()
+        return tensor.numel()
+    if mode == "magnitude":
+        return magnitude_prune_(tensor, prune_ratio)
+    return random_prune_(tensor, prune_ratio, generator)
+
+
+def _dequantized_magnitude(codes: torch.Tensor, qmap: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """|qmap[code]| · absmax of the code's block (bitsandbytes' block-wise dynamic quantization)."""
+    magnitude = qmap.float()[codes.long()].abs().reshape(-1)
+    scale = scale.float().reshape(-1)
+    if scale.numel() > 1:
+        block_size = math.ceil(codes.numel() / scale.numel())
+        magnitude = magnitude * scale.repeat_interleave(block_size)[: codes.numel()]
+    else:
+        magnitude = magnitude * scale
+    return magnitude
+
+
+def _prune_quantized_(
+    state: dict, keys: tuple[str, str, str, str], mode: str, prune_ratio: float, generator: torch.Generator | None
+) -> int:
+    codes_key, qmap_key, absmax_key, max_key = keys
+    codes, qmap = state[codes_key], state[qmap_key]
+    zero_code = int(qmap.float().abs().argmin())
+    if qmap[zero_code] != 0:
+        raise RuntimeError(f"the quantization map of {codes_key!r} has no exact 0.0; cannot prune it")
+    scale = state.get(absmax_key, state.get(max_key))
+    if scale is None:
+        raise RuntimeError(f"8-bit optimizer state {codes_key!r} has neither {absmax_key!r} nor {max_key!r}")
+    # Rank by the dequantized value, zero by writing the code of 0.0.
+    magnitude = _dequantized_magnitude(codes, qmap, scale)
+    zeroed = _prune_(magnitude, mode, prune_ratio, generator)
+    pruned = (magnitude == 0).reshape(codes.shape)
+    codes.masked_fill_(pruned, zero_code)
+    return zeroed
+
+
+@torch.no_grad()
+def reset_optimizer_state(
+    optimizer,
+    params: Iterable[torch.nn.Parameter],
+    mode: str,
+    prune_ratio: float | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, int]:
+    """Prune or zero the optimizer state of ``params`` in place; returns ``{"zeroed": n, "entries": N}``.
+
+    ``mode``: "magnitude" / "random" (zero ``prune_ratio`` of each moment's entries), "zero" (all), "none".
+    ``generator``: the random-pruning stream (derive it from the step so that all ranks draw the same mask).
+    """
+    if mode not in ("magnitude", "random", "zero", "none"):
+        raise ValueError(f"mode must be 'magnitude', 'random', 'zero' or 'none', got {mode!r}")
+    if mode in ("magnitude", "random") and prune_ratio is None:
+        raise ValueError(f"mode {mode!r} needs a prune_ratio in [0, 1)")
+    stats = {"zeroed": 0, "entries": 0}
+    if mode == "none":
+        return stats
+    state_by_param = unwrap_optimizer(optimizer).state
+    skipped: set[str] = set()
+    for param in params:
+        state = state_by_param.get(param)
+        if not state:
+            continue
+        quantized = set()
+        for keys in _QUANTIZED_MOMENTS:
+            if keys[0] in state and keys[1] in state:
+                stats["zeroed"] += _prune_quantized_(state, keys, mode, prune_ratio, generator)
+                stats["entries"] += state[keys[0]].numel()
+                quantized.update(keys)
+        for key, value in state.items():
+            if key in quantized or not torch.is_tensor(value) or value.numel() <= 1:
+                continue
+            if value.is_floating_point() and value.shape == param.shape:
+                stats["zeroed"] += _prune_(value, mode, prune_ratio, generator)
+                stats["entries"] += value.numel()
+            else:
+                skipped.add(f"{key} {tuple(value.shape)}")
+    if skipped:
+        logger.warning(
+            "ReLoRA optimizer reset left these state tensors untouched (not per-entry moments): %s", skipped
+        )
+    return stats
+
+
+def drop_optimizer_state(optimizer, params: Iterable[torch.nn.Parameter]) -> int:
+    """Forget the state of ``params`` (fresh moments and step counter at their next update); returns how many."""
+    state_by_param = unwrap_optimizer(optimizer).state
+    dropped = 0
+    for param in params:
+        if state_by_param.pop(param, None) is not None:
+            dropped += 1
+    return dropped
