@@ -7,5 +7,9 @@
 __version__ = "0.1.0"
 
 from .events import record_event  # noqa: E402
+from .galore import GaLoreAdafactor, GaLoreAdamW, GaLoreAdamW8bit  # noqa: E402
+from .galore.integration import register_galore  # noqa: E402
 
-__all__ = ["__version__", "record_event"]
+register_galore()
+
+__all__ = ["__version__", "record_event", "GaLoreAdamW", "GaLoreAdamW8bit", "GaLoreAdafactor"]
