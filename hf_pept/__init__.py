@@ -9,7 +9,9 @@ __version__ = "0.1.0"
 from .events import record_event  # noqa: E402
 from .galore import GaLoreAdafactor, GaLoreAdamW, GaLoreAdamW8bit  # noqa: E402
 from .galore.integration import register_galore  # noqa: E402
+from .relora import ReLoRACallback, ReLoRAConfig, ReLoRAModel, ReLoRAStepper  # noqa: E402  (registers with peft)
 
 register_galore()
 
 __all__ = ["__version__", "record_event", "GaLoreAdamW", "GaLoreAdamW8bit", "GaLoreAdafactor"]
+__all__ += ["ReLoRAConfig", "ReLoRAModel", "ReLoRACallback", "ReLoRAStepper"]

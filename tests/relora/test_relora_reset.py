@@ -1,0 +1,113 @@
+"""Optimizer-state reset at a ReLoRA restart, checked against top-k selections and dequantization written here."""
+
+import pytest
+import torch
+
+from hf_pept.relora.reset import drop_optimizer_state, reset_optimizer_state
+
+
+def _stepped(optimizer_cls, steps=3, **kwargs):
+    generator = torch.Generator().manual_seed(0)
+    factor_a = torch.nn.Parameter(torch.randn(8, 40, generator=generator))
+    factor_b = torch.nn.Parameter(torch.randn(40, 8, generator=generator))
+    other = torch.nn.Parameter(torch.randn(40, 40, generator=generator))
+    optimizer = optimizer_cls([factor_a, factor_b, other], lr=1e-2, **kwargs)
+    for _ in range(steps):
+        for param in (factor_a, factor_b, other):
+            param.grad = torch.randn(param.shape, generator=generator)
+        optimizer.step()
+    return optimizer, [factor_a, factor_b], other
+
+
+def _snapshot(state):
+    return {key: value.clone() if torch.is_tensor(value) else value for key, value in state.items()}
+
+
+def _expected_top_k(moment, prune_ratio):
+    k = round(prune_ratio * moment.numel())
+    order = torch.sort(moment.reshape(-1).abs(), stable=True).indices
+    expected = moment.reshape(-1).clone()
+    expected[order[:k]] = 0
+    return expected.reshape(moment.shape)
+
+
+@pytest.mark.parametrize(
+    ("optimizer_cls", "kwargs", "moments"),
+    [
+        (torch.optim.AdamW, {}, ("exp_avg", "exp_avg_sq")),
+        (torch.optim.Adam, {"amsgrad": True}, ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")),
+        (torch.optim.SGD, {"momentum": 0.9}, ("momentum_buffer",)),
+    ],
+)
+def test_magnitude_reset_keeps_the_largest_tenth_of_each_factor_moment_only(optimizer_cls, kwargs, moments):
+    optimizer, factors, other = _stepped(optimizer_cls, **kwargs)
+    before = {param: _snapshot(optimizer.state[param]) for param in [*factors, other]}
+    stats = reset_optimizer_state(optimizer, factors, "magnitude", 0.9)
+    for param in factors:
+        state = optimizer.state[param]
+        for key in moments:
+            assert torch.equal(state[key], _expected_top_k(before[param][key], 0.9)), key
+        if "step" in state:
+            assert torch.equal(torch.as_tensor(state["step"]), torch.as_tensor(before[param]["step"]))
+    for key, value in optimizer.state[other].items():
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(before[other][key]))
+    per_moment = sum(round(0.9 * p.numel()) for p in factors)
+    assert stats == {"zeroed": per_moment * len(moments), "entries": sum(p.numel() for p in factors) * len(moments)}
+
+
+def test_random_reset_zeroes_about_the_ratio_and_repeats_with_the_same_seed():
+    first, factors_1, _ = _stepped(torch.optim.AdamW)
+    second, factors_2, _ = _stepped(torch.optim.AdamW)
+    originals = [first.state[p]["exp_avg"].clone() for p in factors_1]
+    reset_optimizer_state(first, factors_1, "random", 0.5, torch.Generator().manual_seed(4))
+    reset_optimizer_state(second, factors_2, "random", 0.5, torch.Generator().manual_seed(4))
+    for p1, p2, original in zip(factors_1, factors_2, originals):
+        moment = first.state[p1]["exp_avg"]
+        assert torch.equal(moment, second.state[p2]["exp_avg"])
+        kept = moment != 0
+        assert torch.equal(moment[kept], original[kept])
+        assert 0.35 < 1 - kept.float().mean() < 0.65  # 320 entries, p = 0.5: std ≈ 0.03
+
+
+def test_zero_none_and_drop():
+    optimizer, factors, other = _stepped(torch.optim.AdamW)
+    untouched = optimizer.state[factors[0]]["exp_avg"].clone()
+    reset_optimizer_state(optimizer, factors, "none")
+    assert torch.equal(optimizer.state[factors[0]]["exp_avg"], untouched)
+    reset_optimizer_state(optimizer, factors, "zero")
+    assert all(torch.count_nonzero(optimizer.state[p]["exp_avg_sq"]) == 0 for p in factors)
+    assert torch.count_nonzero(optimizer.state[other]["exp_avg"]) > 0
+    assert drop_optimizer_state(optimizer, factors) == 2
+    assert factors[0] not in optimizer.state and other in optimizer.state
+
+
+def _dequantize(codes, qmap, absmax, block_size=256):
+    """bitsandbytes' block-wise dynamic quantization: value = qmap[code] · absmax[block of the entry]."""
+    flat = qmap[codes.long()].reshape(-1)
+    scale = absmax.repeat_interleave(block_size)[: flat.numel()]
+    return (flat * scale).reshape(codes.shape)
+
+
+def test_eight_bit_adamw_state_is_pruned_in_the_quantized_domain():
+    bnb = pytest.importorskip("bitsandbytes")
+    generator = torch.Generator().manual_seed(0)
+    factor = torch.nn.Parameter(torch.randn(64, 80, generator=generator))
+    optimizer = bnb.optim.AdamW8bit([factor], lr=1e-3, min_8bit_size=0)
+    for _ in range(3):
+        factor.grad = torch.randn(factor.shape, generator=generator)
+        optimizer.step()
+    state = optimizer.state[factor]
+    before = {key: value.clone() for key, value in state.items() if torch.is_tensor(value)}
+    reset_optimizer_state(optimizer, [factor], "magnitude", 0.9)
+    for codes, qmap, absmax in (("state1", "qmap1", "absmax1"), ("state2", "qmap2", "absmax2")):
+        old = _dequantize(before[codes], before[qmap], before[absmax])
+        new = _dequantize(state[codes], state[qmap], state[absmax])
+        kept = new != 0
+        assert torch.equal(new[kept], old[kept])  # kept codes and block scales untouched
+        assert int(kept.sum()) <= factor.numel() - round(0.9 * factor.numel())
+        if kept.any():
+            assert old[kept].abs().min() >= old[~kept].abs().max()
+    # The optimizer still steps from the pruned state.
+    factor.grad = torch.randn(factor.shape, generator=generator)
+    optimizer.step()
+    assert torch.isfinite(factor).all()
