@@ -112,11 +112,13 @@ def training_figure(runs: list[RunMetrics], smoothing: float = 0.9):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=8)
+        drawn = False
         for index, run in enumerate(runs):
             color = colors[index % len(colors)]
             steps, values = run.series(key)
             if not steps:
                 continue
+            drawn = True
             if key == "loss":
                 ax.plot(steps, values, color=color, alpha=0.3, linewidth=1)
                 ax.plot(steps, smooth(values, smoothing), color=color, linewidth=1.8, label=run.name)
@@ -124,6 +126,8 @@ def training_figure(runs: list[RunMetrics], smoothing: float = 0.9):
                 ax.plot(steps, values, color=color, linewidth=1.5, marker="." if len(steps) < 30 else None)
             if key in MARKED_PANELS:
                 _draw_events(ax, run.events)
+        if not drawn:
+            ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes, color="gray")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     handles += _event_legend(runs, plt)
     if handles:

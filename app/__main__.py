@@ -1,0 +1,5 @@
+import sys
+
+from hf_pept.app import main
+
+sys.exit(main())

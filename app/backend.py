@@ -1,0 +1,168 @@
+"""The app's actions as plain functions of form values and run folders (no Gradio here, so they are unit-tested).
+
+``ui.py`` wires these to components. All state lives in the run folders; a backend holds only where they are and
+how to reach the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import charts, form, memory_view, runs
+from .schema import Schema, python_snippet
+
+DATASET_SUFFIXES = (".txt", ".jsonl", ".json", ".text")
+RUN_TABLE_HEADERS = ["run", "status", "last step", "checkpoints", "pid", "command"]
+
+
+@dataclass
+class FormState:
+    """Everything derived from the form's current values."""
+
+    method: str
+    typed: dict[str, Any]
+    errors: dict[str, str]
+    argv: list[str] = field(default_factory=list)
+    command: str = ""
+    snippet: str = ""
+
+
+def _looks_like_path(text: str) -> bool:
+    return os.sep in text or text.startswith((".", "~")) or text.endswith(DATASET_SUFFIXES)
+
+
+class Backend:
+    def __init__(
+        self,
+        schema: Schema,
+        runs_root: str | os.PathLike,
+        estimate: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+        reference_methods: tuple[str, ...] = ("full", "lora", "relora", "galore"),
+        cli: list[str] | None = None,
+        measure_steps: int = 5,
+    ):
+        self.schema = schema
+        self.measure_steps = measure_steps
+        self.runs_root = Path(runs_root).resolve()
+        self.estimate = estimate
+        self.reference_methods = tuple(m for m in reference_methods if m in schema.methods)
+        self.cli = cli
+
+    # ----- configure -----
+    def form_state(self, values: dict[str, Any]) -> FormState:
+        """Validate the form (the dataclasses' own checks), and build the command and snippet when valid."""
+        method = str(values.get(self.schema.method_field) or "")
+        specs = self.schema.active_specs(method) if method in self.schema.methods else self.schema.specs
+        typed, errors = form.validate(specs, values)
+        for name in (self.schema.dataset_field, self.schema.model_field):
+            text = typed.get(name)
+            if isinstance(text, str) and _looks_like_path(text) and not Path(text).expanduser().exists():
+                errors.setdefault(name, f"`{name}`: no file or folder at {text!r}")
+        state = FormState(method=method, typed=typed, errors=errors)
+        if not errors:
+            state.argv = form.to_argv(specs, values)
+            state.command = form.format_command(state.argv)
+            state.snippet = python_snippet(self.schema, method, typed)
+        return state
+
+    def load_command(self, text: str) -> dict[str, Any]:
+        """Form values of a pasted command (``ValueError`` with the parser's message when it does not parse)."""
+        parsed = form.parse_command(text, self.schema.parser())
+        return form.values_to_form(self.schema.specs, parsed)
+
+    # ----- memory -----
+    def memory_bars(self, state: FormState) -> dict[str, dict[str, float]]:
+        """Estimated MB per component: the chosen config, then the reference methods with their default knobs."""
+        if self.estimate is None or state.errors:
+            return {}
+        bars = {f"this config ({state.method})": memory_view.breakdown_mb(self.estimate(state.method, state.typed))}
+        base = {spec.name: state.typed[spec.name] for spec in self.schema.run.specs if spec.name in state.typed}
+        for method in self.reference_methods:
+            label = "full-rank AdamW" if method == "full" else method
+            bars[label] = memory_view.breakdown_mb(self.estimate(method, {**base, self.schema.method_field: method}))
+        return bars
+
+    def measure(self, state: FormState, timeout: float = 600.0) -> float:
+        """Peak memory (MB) of a short run of this config: ``measure_steps`` steps through the CLI into a scratch
+        folder ``runs_root/.measure``, read back from its ``summary.json``."""
+        if state.errors:
+            raise runs.RunError("Fix the highlighted fields first: " + "; ".join(state.errors.values()))
+        argv = [*state.argv, *self.schema.short_run_argv(self.measure_steps)]
+        name = runs.new_run_name("measure-" + state.method, str(state.typed.get(self.schema.model_field)))
+        info = runs.launch(
+            self.runs_root / ".measure", name, argv, output_dir_flag=self.schema.output_dir_flag, cli=self.cli
+        )
+        info = self.wait_finished(info, timeout)
+        summary = charts.read_summary(info.path) or {}
+        peak = summary.get(self.memory_key)
+        if not isinstance(peak, (int, float)):
+            tail = info.error_tail or runs.tail(info.path / runs.PROCESS_LOG, 10)
+            raise RuntimeError(f"The measuring run ({info.status}) reported no `{self.memory_key}`: {tail}")
+        return float(peak)
+
+    perplexity_key = "eval_perplexity"
+    memory_key = "peak_memory_mb"
+
+    # ----- runs -----
+    def launch(self, name: str, values: dict[str, Any]) -> runs.RunInfo:
+        state = self.form_state(values)
+        if state.errors:
+            raise runs.RunError("Fix the highlighted fields first: " + "; ".join(state.errors.values()))
+        name = (name or "").strip() or runs.new_run_name(state.method, str(state.typed.get(self.schema.model_field)))
+        return runs.launch(self.runs_root, name, state.argv, output_dir_flag=self.schema.output_dir_flag, cli=self.cli)
+
+    def stop(self, name: str) -> runs.RunInfo:
+        return runs.stop_run(self._run_dir(name))
+
+    def resume(self, name: str, checkpoint: str | None) -> runs.RunInfo:
+        return runs.resume_run(
+            self._run_dir(name),
+            checkpoint or None,
+            output_dir_flag=self.schema.output_dir_flag,
+            resume_flag=self.schema.resume_flag,
+            cli=self.cli,
+        )
+
+    def _run_dir(self, name: str) -> Path:
+        if not name:
+            raise runs.RunError("Select a run first.")
+        run_dir = self.runs_root / name
+        if not run_dir.is_dir():
+            raise runs.RunError(f"No run folder {run_dir}.")
+        return run_dir
+
+    def list_runs(self) -> list[runs.RunInfo]:
+        return runs.list_runs(self.runs_root)
+
+    def run_table(self, infos: list[runs.RunInfo]) -> list[list[Any]]:
+        return [
+            [
+                info.name,
+                info.status,
+                info.last_step if info.last_step is not None else "",
+                len(info.checkpoints),
+                info.pid or "",
+                " ".join(info.command),
+            ]
+            for info in infos
+        ]
+
+    def metrics(self, names: list[str]) -> list[charts.RunMetrics]:
+        return [charts.read_metrics(self.runs_root / name) for name in names if (self.runs_root / name).is_dir()]
+
+    def comparison(self) -> list[dict]:
+        return charts.comparison_rows([info.path for info in self.list_runs() if info.status == "finished"])
+
+    def wait_finished(self, info: runs.RunInfo, timeout: float) -> runs.RunInfo:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            info = runs.run_info(info.path)
+            if info.status not in ("running", "stopping"):
+                return info
+            time.sleep(0.5)
+        return runs.stop_run(info.path, grace_seconds=5)

@@ -1,0 +1,66 @@
+"""Memory panel: stacked bars of estimated weights / gradients / optimizer state / activations per method,
+the chosen configuration beside full-rank AdamW, LoRA, ReLoRA and GaLore at the same model size, and the
+measured peak of a short run next to its estimate."""
+
+from __future__ import annotations
+
+COMPONENTS = ("weights", "gradients", "optimizer_state", "activations")
+COMPONENT_COLORS = {
+    "weights": "#4c72b0",
+    "gradients": "#dd8452",
+    "optimizer_state": "#55a868",
+    "activations": "#c44e52",
+}
+MB = 2**20
+
+
+def breakdown_mb(estimate) -> dict[str, float]:
+    """The four components (in MB) of an estimate given as a mapping or an object with those attributes."""
+    out = {}
+    for name in COMPONENTS:
+        value = estimate.get(name) if isinstance(estimate, dict) else getattr(estimate, name, None)
+        if value is None:
+            raise ValueError(f"memory estimate has no `{name}` (got {estimate!r})")
+        out[name] = float(value) / MB
+    return out
+
+
+def memory_figure(bars: dict[str, dict[str, float]], measured_mb: dict[str, float] | None = None):
+    """Stacked bar per label (MB); a measured peak is drawn as a black marker on its bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(bars)
+    fig, ax = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
+    bottoms = [0.0] * len(labels)
+    for component in COMPONENTS:
+        heights = [bars[label][component] for label in labels]
+        ax.bar(labels, heights, bottom=bottoms, color=COMPONENT_COLORS[component], label=component.replace("_", " "))
+        bottoms = [b + h for b, h in zip(bottoms, heights)]
+    for index, label in enumerate(labels):
+        ax.annotate(f"{bottoms[index]:,.1f}", (index, bottoms[index]), ha="center", va="bottom", fontsize=8)
+        if measured_mb and label in measured_mb:
+            ax.scatter([index], [measured_mb[label]], color="black", marker="D", zorder=3, label="measured peak")
+    ax.set_ylabel("MB (estimated)")
+    ax.set_title("memory per method at the same model size", fontsize=10)
+    ax.tick_params(axis="x", labelsize=8)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper right")
+    return fig
+
+
+def memory_table(bars: dict[str, dict[str, float]], measured_mb: dict[str, float] | None = None) -> str:
+    """Markdown table of the bars, with the measured peak and its ratio to the estimate where measured."""
+    header = "| config | weights | gradients | optimizer state | activations | total (MB) | measured peak (MB) |"
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, parts in bars.items():
+        total = sum(parts.values())
+        measured = ""
+        if measured_mb and label in measured_mb:
+            measured = f"{measured_mb[label]:,.1f} ({measured_mb[label] / total:.2f}× est.)" if total else ""
+        cells = " | ".join(f"{parts[c]:,.1f}" for c in COMPONENTS)
+        lines.append(f"| {label} | {cells} | {total:,.1f} | {measured} |")
+    return "\n".join(lines)

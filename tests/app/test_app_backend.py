@@ -1,0 +1,87 @@
+"""The app's actions without Gradio: validation messages per field, dataset paths, command and snippet, memory
+bars, launch refusals, the short measuring run."""
+
+from __future__ import annotations
+
+import pytest
+from app_fakes import fake_cli, fake_estimate, fake_schema
+
+from hf_pept.app import form, runs
+from hf_pept.app.backend import Backend
+
+
+@pytest.fixture
+def backend(tmp_path):
+    return Backend(fake_schema(), tmp_path / "runs", estimate=fake_estimate, cli=fake_cli(tmp_path))
+
+
+def defaults(backend, **changes):
+    return {**form.values_to_form(backend.schema.specs, {}), **changes}
+
+
+def test_valid_form_gives_command_and_snippet_with_only_changed_values(backend):
+    state = backend.form_state(defaults(backend, rank="16", learning_rate="3e-4"))
+    assert state.errors == {}
+    assert state.command == "hf-pept train --learning_rate 0.0003 --rank 16"
+    assert "galore_args = FakeGaLore(rank=16)" in state.snippet
+    assert "run_args = FakeRunArguments(learning_rate=0.0003)" in state.snippet
+    assert "FakeReLoRA" not in state.snippet  # other methods' knobs never reach the command
+
+
+def test_other_methods_knobs_are_not_validated_or_emitted(backend):
+    state = backend.form_state(defaults(backend, method="relora", rank="0", relora_steps="50"))
+    assert state.errors == {}
+    assert state.command == "hf-pept train --method relora --relora_steps 50"
+
+
+def test_bad_values_get_the_dataclass_message_and_no_command(backend):
+    state = backend.form_state(defaults(backend, rank="0", learning_rate="abc"))
+    assert state.errors == {
+        "rank": "GaLore `rank` must be >= 1, got 0",
+        "learning_rate": "`learning_rate` must be a number, got 'abc'",
+    }
+    assert state.command == "" and backend.memory_bars(state) == {}
+    with pytest.raises(runs.RunError, match="Fix the highlighted fields"):
+        backend.launch("x", defaults(backend, rank="0"))
+
+
+def test_a_dataset_path_that_does_not_exist_is_named(backend, tmp_path):
+    state = backend.form_state(defaults(backend, dataset=str(tmp_path / "missing.txt")))
+    assert "no file or folder" in state.errors["dataset"]
+    (tmp_path / "corpus.txt").write_text("hello")
+    assert backend.form_state(defaults(backend, dataset=str(tmp_path / "corpus.txt"))).errors == {}
+
+
+def test_memory_bars_put_the_chosen_config_beside_the_reference_methods(backend):
+    state = backend.form_state(defaults(backend, rank="64"))
+    bars = backend.memory_bars(state)
+    assert list(bars) == ["this config (galore)", "full-rank AdamW", "lora", "relora", "galore"]
+    mb = 2**20
+    assert bars["full-rank AdamW"]["optimizer_state"] == pytest.approx(8_000_000 / mb)
+    assert bars["this config (galore)"]["optimizer_state"] == pytest.approx(8_000_000 * 64 / 512 / mb)
+    assert bars["galore"]["optimizer_state"] == pytest.approx(8_000_000 * 128 / 512 / mb)  # default rank
+
+
+def test_load_command_round_trips_through_the_parser(backend):
+    values = backend.load_command("hf-pept train --method relora --relora_steps 50 --max_steps 7")
+    assert values["method"] == "relora" and values["relora_steps"] == "50" and values["max_steps"] == "7"
+    assert values["rank"] == "128"
+    with pytest.raises(ValueError, match="invalid choice"):
+        backend.load_command("hf-pept train --method sgd")
+
+
+def test_launch_stop_and_busy_folder(backend):
+    info = backend.launch("r1", defaults(backend))
+    assert info.status == "running" and info.command[:2] == ["hf-pept", "train"]
+    with pytest.raises(runs.RunError, match="busy"):
+        backend.launch("r1", defaults(backend))
+    assert backend.stop("r1").status == "stopped"
+    with pytest.raises(runs.RunError, match="Select a run"):
+        backend.stop("")
+    generated = backend.launch("", defaults(backend, max_steps="2"))
+    assert generated.name.startswith("galore-tiny-")
+
+
+def test_measure_runs_a_few_steps_and_reads_the_peak(backend):
+    state = backend.form_state(defaults(backend))
+    assert backend.measure(state, timeout=30) == 42.5
