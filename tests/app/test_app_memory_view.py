@@ -1,0 +1,44 @@
+"""Memory panel: components read from an estimate (mapping or object), the stacked bars, the measured column."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from hf_pept.app import memory_view
+
+MB = 2**20
+
+
+def test_breakdown_reads_mappings_and_objects_and_names_a_missing_component():
+    parts = {"weights": 4 * MB, "gradients": 4 * MB, "optimizer_state": 8 * MB, "activations": MB}
+    assert memory_view.breakdown_mb(parts) == {
+        "weights": 4.0,
+        "gradients": 4.0,
+        "optimizer_state": 8.0,
+        "activations": 1.0,
+    }
+    assert memory_view.breakdown_mb(SimpleNamespace(**parts)) == memory_view.breakdown_mb(parts)
+    with pytest.raises(ValueError, match="no `activations`"):
+        memory_view.breakdown_mb({k: v for k, v in parts.items() if k != "activations"})
+
+
+def test_table_totals_and_measured_ratio():
+    bars = {
+        "this config (galore)": {"weights": 4.0, "gradients": 4.0, "optimizer_state": 1.0, "activations": 1.0},
+        "full-rank AdamW": {"weights": 4.0, "gradients": 4.0, "optimizer_state": 8.0, "activations": 1.0},
+    }
+    table = memory_view.memory_table(bars, {"this config (galore)": 12.5})
+    rows = table.splitlines()[2:]
+    assert rows[0] == "| this config (galore) | 4.0 | 4.0 | 1.0 | 1.0 | 10.0 | 12.5 (1.25× est.) |"
+    assert rows[1] == "| full-rank AdamW | 4.0 | 4.0 | 8.0 | 1.0 | 17.0 |  |"
+
+
+def test_figure_stacks_the_four_components():
+    pytest.importorskip("matplotlib")
+    bars = {"a": {"weights": 1.0, "gradients": 2.0, "optimizer_state": 3.0, "activations": 4.0}}
+    fig = memory_view.memory_figure(bars, {"a": 9.0})
+    patches = fig.axes[0].patches
+    assert [(p.get_y(), p.get_height()) for p in patches] == [(0.0, 1.0), (1.0, 2.0), (3.0, 3.0), (6.0, 4.0)]
+    assert fig.axes[0].collections[0].get_offsets().tolist() == [[0.0, 9.0]]
