@@ -9,6 +9,6 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
-if ! "$PY" -c "import gradio, playwright, matplotlib" 2>/dev/null; then
-  "$PY" -m pip install -q "gradio>=5.0" "playwright>=1.40" "matplotlib>=3.7"
+if ! "$PY" -c "import gradio, playwright, matplotlib, psutil" 2>/dev/null; then
+  "$PY" -m pip install -q "gradio>=5.0" "playwright>=1.40" "matplotlib>=3.7" "psutil>=5.9"
 fi
