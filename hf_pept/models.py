@@ -1,0 +1,153 @@
+"""LLaMA models of the sizes the ReLoRA and GaLore papers pre-train, built from a config (no download).
+
+The shapes follow the GaLore paper's configurations (Zhao et al. 2024, Table 11 / the ``configs/llama_*.json`` of
+its code), which the ReLoRA paper (Lialin et al. 2023, Table 1) also uses at 60M–350M: SwiGLU MLP, RMSNorm,
+rotary embeddings, untied input and output embeddings. The parameter count in each name assumes their 32k T5
+vocabulary; with our smaller built-in vocabulary the embeddings, and so the total, are smaller.
+
+``tiny`` is not from a paper: it exists so that a test or a CPU smoke run trains in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+DEFAULT_MAX_POSITION_EMBEDDINGS = 1024
+
+
+@dataclass(frozen=True)
+class LlamaSize:
+    """Shape of one named size: d_model, d_ff, heads, layers."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_hidden_layers: int
+
+
+MODEL_SIZES: dict[str, LlamaSize] = {
+    "tiny": LlamaSize(hidden_size=64, intermediate_size=176, num_attention_heads=4, num_hidden_layers=2),
+    "20m": LlamaSize(hidden_size=256, intermediate_size=688, num_attention_heads=4, num_hidden_layers=4),
+    "60m": LlamaSize(hidden_size=512, intermediate_size=1376, num_attention_heads=8, num_hidden_layers=8),
+    "130m": LlamaSize(hidden_size=768, intermediate_size=2048, num_attention_heads=12, num_hidden_layers=12),
+    "350m": LlamaSize(hidden_size=1024, intermediate_size=2736, num_attention_heads=16, num_hidden_layers=24),
+    "1b": LlamaSize(hidden_size=2048, intermediate_size=5461, num_attention_heads=32, num_hidden_layers=24),
+}
+
+
+def _check_size(size: str) -> LlamaSize:
+    key = str(size).lower()
+    if key not in MODEL_SIZES:
+        raise ValueError(f"Unknown model size {size!r}; valid sizes are {list(MODEL_SIZES)} (or a local model path)")
+    return MODEL_SIZES[key]
+
+
+def llama_config(
+    size: str,
+    vocab_size: int,
+    max_position_embeddings: int = DEFAULT_MAX_POSITION_EMBEDDINGS,
+    **overrides: Any,
+):
+    """A ``transformers.LlamaConfig`` of the named ``size`` (one of :data:`MODEL_SIZES`) for ``vocab_size`` tokens.
+
+    ``overrides`` are passed to ``LlamaConfig`` last (e.g. ``num_hidden_layers=2``, ``attn_implementation="eager"``).
+    """
+    from transformers import LlamaConfig
+
+    shape = _check_size(size)
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
+        raise ValueError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
+    if max_position_embeddings < 1:
+        raise ValueError(f"max_position_embeddings must be >= 1, got {max_position_embeddings!r}")
+    settings: dict[str, Any] = {
+        "vocab_size": vocab_size,
+        "hidden_size": shape.hidden_size,
+        "intermediate_size": shape.intermediate_size,
+        "num_attention_heads": shape.num_attention_heads,
+        "num_key_value_heads": shape.num_attention_heads,
+        "num_hidden_layers": shape.num_hidden_layers,
+        "max_position_embeddings": max_position_embeddings,
+        "hidden_act": "silu",
+        "rms_norm_eps": 1e-6,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": False,
+        "use_cache": False,  # pre-training never reuses a KV cache; keeping it would only cost memory
+    }
+    settings.update(overrides)
+    return LlamaConfig(**settings)
+
+
+def build_llama(
+    size: str,
+    vocab_size: int,
+    max_position_embeddings: int = DEFAULT_MAX_POSITION_EMBEDDINGS,
+    seed: int | None = None,
+    dtype: torch.dtype | None = None,
+    **overrides: Any,
+):
+    """A randomly initialised ``LlamaForCausalLM`` of the named size (see :func:`llama_config`).
+
+    ``seed`` makes the initialisation reproducible without touching the caller's global RNG state.
+    """
+    from transformers import LlamaForCausalLM
+
+    config = llama_config(size, vocab_size, max_position_embeddings=max_position_embeddings, **overrides)
+    if seed is None:
+        model = LlamaForCausalLM(config)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = LlamaForCausalLM(config)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model
+
+
+def is_model_size(name: str) -> bool:
+    return str(name).lower() in MODEL_SIZES
+
+
+def build_model(
+    name_or_path: str,
+    vocab_size: int,
+    max_position_embeddings: int = DEFAULT_MAX_POSITION_EMBEDDINGS,
+    seed: int | None = None,
+    **overrides: Any,
+):
+    """A causal LM to pre-train: a named size, or a local folder / ``config.json`` file.
+
+    A folder with weights (``*.safetensors`` / ``pytorch_model.bin``) is loaded to continue pre-training; a config
+    alone is built with random weights. Nothing is downloaded: a name that is neither a size nor a local path is an
+    error.
+    """
+    if is_model_size(name_or_path):
+        return build_llama(name_or_path, vocab_size, max_position_embeddings, seed=seed, **overrides)
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = os.fspath(name_or_path)
+    if not os.path.exists(path):
+        raise ValueError(
+            f"Model {name_or_path!r} is neither a size {list(MODEL_SIZES)} nor a local folder or config.json "
+            "(models are built locally; nothing is downloaded)"
+        )
+    config_dir = os.path.dirname(path) if os.path.isfile(path) else path
+    config = AutoConfig.from_pretrained(path if os.path.isfile(path) else config_dir, **overrides)
+    has_weights = os.path.isdir(path) and any(
+        name.endswith(".safetensors") or name == "pytorch_model.bin" for name in os.listdir(path)
+    )
+    if has_weights:
+        return AutoModelForCausalLM.from_pretrained(path, config=config)
+    if getattr(config, "vocab_size", vocab_size) != vocab_size:
+        config.vocab_size = vocab_size
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(config)
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
