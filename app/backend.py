@@ -6,6 +6,7 @@ how to reach the CLI.
 
 from __future__ import annotations
 
+import csv
 import os
 import time
 from collections.abc import Callable
@@ -157,6 +158,15 @@ class Backend:
 
     def comparison(self) -> list[dict]:
         return charts.comparison_rows([info.path for info in self.list_runs() if info.status == "finished"])
+
+    def compare_table(self) -> tuple[Path | None, list[list[str]]]:
+        """The newest ``comparison.csv`` that ``hf-pept compare`` wrote under the runs folder (path, rows)."""
+        found = [p for pattern in ("comparison.csv", "*/comparison.csv") for p in self.runs_root.glob(pattern)]
+        if not found:
+            return None, []
+        newest = max(found, key=lambda p: p.stat().st_mtime)
+        with open(newest, newline="", encoding="utf-8") as handle:
+            return newest, list(csv.reader(handle))
 
     def wait_finished(self, info: runs.RunInfo, timeout: float) -> runs.RunInfo:
         end = time.monotonic() + timeout

@@ -124,6 +124,8 @@ def build_ui(backend: Backend) -> gr.Blocks:
             compare_button = gr.Button("Refresh comparison", size="sm")
             compare_plot = gr.Plot(label="perplexity vs memory", format="png")
             compare_table = gr.Dataframe(label="finished runs (summary.json)", interactive=False)
+            compare_csv_label = gr.Markdown()
+            compare_csv = gr.Dataframe(label="`hf-pept compare` table", interactive=False, visible=False)
 
         # ----- configure events -----
         def values_of(raw) -> dict:
@@ -246,17 +248,24 @@ def build_ui(backend: Backend) -> gr.Blocks:
 
         # ----- compare -----
         def on_compare():
-            rows = backend.comparison()
-            if not rows:
-                return None, None
             import pandas as pd
 
-            table = pd.DataFrame(rows)
-            figure = charts.perplexity_memory_figure(rows, backend.perplexity_key, backend.memory_key)
-            return figure, table
+            rows = backend.comparison()
+            figure = (
+                charts.perplexity_memory_figure(rows, backend.perplexity_key, backend.memory_key) if rows else None
+            )
+            csv_path, csv_rows = backend.compare_table()
+            if csv_path is None:
+                note = f"No `comparison.csv` under `{backend.runs_root}` yet: run `hf-pept compare` there."
+                csv_update = gr.update(visible=False)
+            else:
+                note = f"From `{csv_path}`:"
+                csv_update = gr.update(value=pd.DataFrame(csv_rows[1:], columns=csv_rows[0]), visible=True)
+            return figure, pd.DataFrame(rows) if rows else None, note, csv_update
 
-        compare_button.click(on_compare, outputs=[compare_plot, compare_table])
-        demo.load(on_compare, outputs=[compare_plot, compare_table])
+        compare_outputs = [compare_plot, compare_table, compare_csv_label, compare_csv]
+        compare_button.click(on_compare, outputs=compare_outputs)
+        demo.load(on_compare, outputs=compare_outputs)
     return demo
 
 

@@ -85,3 +85,13 @@ def test_launch_stop_and_busy_folder(backend):
 def test_measure_runs_a_few_steps_and_reads_the_peak(backend):
     state = backend.form_state(defaults(backend))
     assert backend.measure(state, timeout=30) == 42.5
+
+
+def test_compare_table_reads_the_newest_comparison_csv(backend):
+    assert backend.compare_table() == (None, [])
+    folder = backend.runs_root / "compare-1"
+    folder.mkdir(parents=True)
+    (folder / "comparison.csv").write_text("method,eval perplexity\nfull,30.1\ngalore,30.9\n")
+    path, rows = backend.compare_table()
+    assert path == folder / "comparison.csv"
+    assert rows == [["method", "eval perplexity"], ["full", "30.1"], ["galore", "30.9"]]
