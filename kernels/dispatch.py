@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import os
+import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -32,3 +35,21 @@ def kernels_enabled(tensor: torch.Tensor) -> bool:
     if os.environ.get(DISABLE_ENV, "0") == "1" or not triton_available():
         return False
     return tensor.is_cuda
+
+
+@functools.cache
+def triton_op(module: str, name: str) -> Callable | None:
+    """The launcher ``name`` of the Triton module ``hf_pept.kernels.<module>``, or None when it cannot be imported.
+
+    A Triton install that is missing or broken must never stop training: the caller then runs the reference
+    (one warning per op says so).
+    """
+    try:
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+    except Exception as error:  # noqa: BLE001 - any import failure of an optional accelerator means "use the reference"
+        warnings.warn(
+            f"hf_pept.kernels: Triton kernel {module}.{name} unavailable ({type(error).__name__}: {error}); "
+            "using the PyTorch reference.",
+            stacklevel=3,
+        )
+        return None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .dispatch import kernels_enabled
+from .dispatch import kernels_enabled, triton_op
 
 
 def adam_lowrank_update_reference(
@@ -55,12 +55,18 @@ def lowrank_weight_update_reference(
     weight.addmm_(factor_a, factor_b, beta=1 - lr * weight_decay, alpha=-lr * scale)
 
 
+# Which weight dtypes take the Triton back-projection GEMM. ``weight.addmm_`` is already a single cuBLAS GEMM with
+# the β·W epilogue and no full-size temporary; the Triton kernel only wins where it is measured faster on the GPU
+# (benchmarks/kernels_gpu.py, results in benchmarks/results/): elsewhere the dispatcher keeps cuBLAS.
+TRITON_WEIGHT_UPDATE_DTYPES: frozenset[torch.dtype] = frozenset({torch.bfloat16, torch.float16, torch.float32})
+
+
 def adam_lowrank_update(R, exp_avg, exp_avg_sq, *, beta1, beta2, eps, step):
     """Dispatching entry point of :func:`adam_lowrank_update_reference` (same contract)."""
     if kernels_enabled(R):
-        from .galore_update_triton import adam_lowrank_update_triton
-
-        return adam_lowrank_update_triton(R, exp_avg, exp_avg_sq, beta1=beta1, beta2=beta2, eps=eps, step=step)
+        launcher = triton_op("galore_update_triton", "adam_lowrank_update_triton")
+        if launcher is not None:
+            return launcher(R, exp_avg, exp_avg_sq, beta1=beta1, beta2=beta2, eps=eps, step=step)
     return adam_lowrank_update_reference(R, exp_avg, exp_avg_sq, beta1=beta1, beta2=beta2, eps=eps, step=step)
 
 
@@ -68,12 +74,10 @@ def lowrank_weight_update_(weight, projector, update, *, lr, scale, weight_decay
     """Dispatching entry point of :func:`lowrank_weight_update_reference` (same contract)."""
     if side not in ("left", "right"):
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
-    if kernels_enabled(weight):
-        from .galore_update_triton import lowrank_weight_update_triton
-
-        return lowrank_weight_update_triton(
-            weight, projector, update, lr=lr, scale=scale, weight_decay=weight_decay, side=side
-        )
+    if kernels_enabled(weight) and weight.dtype in TRITON_WEIGHT_UPDATE_DTYPES:
+        launcher = triton_op("galore_update_triton", "lowrank_weight_update_triton")
+        if launcher is not None:
+            return launcher(weight, projector, update, lr=lr, scale=scale, weight_decay=weight_decay, side=side)
     return lowrank_weight_update_reference(
         weight, projector, update, lr=lr, scale=scale, weight_decay=weight_decay, side=side
     )
