@@ -42,11 +42,13 @@ class LayerwiseStepper:
                 "optim='galore_adamw') for multi-process training."
             )
         self.optimizer = optimizer
-        self._group_of = {p: g for g in optimizer.param_groups for p in g["params"]}
+        # group *indices*: load_state_dict (accelerate's device placement, checkpoint resume) replaces the group
+        # dicts, and the LR scheduler writes into the current ones
+        self._group_index = {p: i for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
         self._squared_norms: list[torch.Tensor] = []
         self._refreshed: dict[int, int] = {}
         self._gradient_state = None
-        self.handles = [p.register_post_accumulate_grad_hook(self._hook) for p in self._group_of if p.requires_grad]
+        self.handles = [p.register_post_accumulate_grad_hook(self._hook) for p in self._group_index if p.requires_grad]
 
     def _at_accumulation_boundary(self) -> bool:
         if self._gradient_state is None:
@@ -60,7 +62,8 @@ class LayerwiseStepper:
         if p.grad is None or not self._at_accumulation_boundary():
             return
         self._squared_norms.append(torch.linalg.vector_norm(p.grad, dtype=torch.float32).square())
-        self.optimizer._update_params(self._group_of[p], [p], self._refreshed)
+        group = self.optimizer.param_groups[self._group_index[p]]
+        self.optimizer._update_params(group, [p], self._refreshed)
         p.grad = None
 
     def finish_step(self) -> None:

@@ -1,0 +1,158 @@
+"""``import hf_pept`` + the stock Trainer with ``optim="galore_*"``: training, exact resume, hyperparameters,
+layer-wise gradient accumulation and logging, and the errors for what cannot work."""
+
+import sys
+
+import pytest
+import torch
+from galore_tiny import RandomTokens, galore_args, logged, tiny_llama
+from transformers import Trainer
+
+import hf_pept
+from hf_pept.galore.integration import GALORE_OPTIMIZERS, galore_optimizer_handler, register_galore
+from hf_pept.galore.layerwise import LayerwiseGradNormCallback
+
+NAMES = list(GALORE_OPTIMIZERS)
+EXPECTED_CLASS = {
+    "galore_adamw": hf_pept.GaLoreAdamW,
+    "galore_adamw_8bit": hf_pept.GaLoreAdamW8bit,
+    "galore_adafactor": hf_pept.GaLoreAdafactor,
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # A tiny model gains nothing from intra-op threads; on a shared 2-core runner they only contend.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _inner(optimizer):
+    return getattr(optimizer, "optimizer", optimizer)
+
+
+def test_registration_surface_of_transformers():
+    """Fails loudly when a transformers release moves the two objects we register in."""
+    from transformers import trainer as trainer_module
+    from transformers.trainer_optimizer import _OPTIMIZER_HANDLERS
+    from transformers.training_args import OptimizerNames
+
+    for name in NAMES:
+        assert _OPTIMIZER_HANDLERS[OptimizerNames(name)] is galore_optimizer_handler
+    assert trainer_module._OPTIMIZER_HANDLERS is _OPTIMIZER_HANDLERS
+    assert trainer_module.DEFAULT_CALLBACKS.count(LayerwiseGradNormCallback) == 1
+    register_galore()  # idempotent
+    assert trainer_module.DEFAULT_CALLBACKS.count(LayerwiseGradNormCallback) == 1
+
+
+def test_missing_surface_is_a_clear_error(monkeypatch):
+    import transformers.trainer_optimizer as trainer_optimizer
+
+    monkeypatch.delattr(trainer_optimizer, "_OPTIMIZER_HANDLERS")
+    with pytest.raises(ImportError, match=r"transformers>=5\.2,<6"):
+        register_galore()
+
+
+def test_trainer_builds_our_optimizer_without_galore_torch(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "galore_torch", None)  # any `import galore_torch` now raises ImportError
+    args = galore_args(tmp_path, "galore_adamw")
+    optimizer = Trainer(model=tiny_llama(), args=args, train_dataset=RandomTokens()).create_optimizer()
+    assert type(optimizer) is hf_pept.GaLoreAdamW
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_name_trains_and_resumes_exactly(name, tmp_path):
+    layerwise = name.endswith("layerwise")
+    # layer-wise runs use gradient accumulation, which they must support
+    args = galore_args(tmp_path, name, gradient_accumulation_steps=2 if layerwise else 1)
+    trainer = Trainer(model=tiny_llama(), args=args, train_dataset=RandomTokens())
+    trainer.train()
+    optimizer = _inner(trainer.optimizer)
+    assert isinstance(optimizer, EXPECTED_CLASS[name.removesuffix("_layerwise")])
+    assert optimizer.layerwise == layerwise
+    losses = logged(trainer)
+    assert sorted(losses) == list(range(1, 11))
+    assert (losses[9] + losses[10]) / 2 < losses[1] - 0.1
+    assert [e["step"] for e in optimizer.pop_events()] == [0, 5]
+
+    checkpoint = tmp_path / "checkpoint-5"
+    state = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+    assert any("projector" in s for s in state["state"].values())
+
+    resumed = Trainer(model=tiny_llama(seed=1), args=args, train_dataset=RandomTokens())
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    again = logged(resumed)
+    for step in range(6, 11):  # step 6 refreshes the projector right after the save
+        assert again[step] == pytest.approx(losses[step], rel=1e-6, abs=0), step
+
+
+@pytest.mark.parametrize("name", ["galore_adamw", "galore_adafactor_layerwise"])
+def test_weight_decay_is_decoupled_on_the_full_weight(name, tmp_path):
+    """After one step, W(λ) − W(0) = −ηλ·W₀ on decayed weights (projected or not) and 0 on norms."""
+    lr, decay = 1e-2, 0.1
+    after = {}
+    for wd in (0.0, decay):
+        args = galore_args(
+            tmp_path / str(wd), name, max_steps=1, weight_decay=wd, lr_scheduler_type="constant", learning_rate=lr
+        )
+        trainer = Trainer(model=tiny_llama(), args=args, train_dataset=RandomTokens())
+        trainer.train()
+        after[wd] = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    initial = dict(tiny_llama().named_parameters())
+    for n, w0 in initial.items():
+        expected = torch.zeros_like(w0) if "norm" in n else -lr * decay * w0.detach()
+        torch.testing.assert_close(after[decay][n] - after[0.0][n], expected, rtol=1e-4, atol=1e-7, msg=n)
+
+
+def test_adam_hyperparameters_reach_the_optimizer(tmp_path):
+    args = galore_args(tmp_path, "galore_adamw", adam_beta1=0.8, adam_beta2=0.95, adam_epsilon=1e-6, weight_decay=0.05)
+    optimizer = Trainer(model=tiny_llama(), args=args, train_dataset=RandomTokens()).create_optimizer()
+    groups = optimizer.param_groups
+    assert all(g["betas"] == (0.8, 0.95) and g["eps"] == 1e-6 and g["lr"] == 1e-2 for g in groups)
+    projected = [g for g in groups if g.get("rank") is not None]
+    assert len(projected) == 1 and projected[0]["rank"] == 8 and projected[0]["update_proj_gap"] == 5
+    assert projected[0]["scale"] == 0.25 and projected[0]["weight_decay"] == 0.05
+    # 2 layers × (q, k, v, o, gate, up, down)
+    assert len(projected[0]["params"]) == 14
+    no_decay = [g for g in groups if g["weight_decay"] == 0.0]
+    assert no_decay and all(p.dim() == 1 for g in no_decay for p in g["params"])
+
+
+def test_layerwise_with_accumulation_equals_the_full_step_and_logs_the_real_grad_norm(tmp_path):
+    runs = {}
+    for name in ("galore_adamw", "galore_adamw_layerwise"):
+        args = galore_args(tmp_path / name, name, max_steps=6, gradient_accumulation_steps=3, max_grad_norm=0.0)
+        trainer = Trainer(model=tiny_llama(), args=args, train_dataset=RandomTokens())
+        trainer.train()
+        runs[name] = trainer
+    full, layerwise = runs["galore_adamw"], runs["galore_adamw_layerwise"]
+    for step, loss in logged(full).items():
+        assert logged(layerwise)[step] == pytest.approx(loss, rel=1e-6)
+    full_norms, layerwise_norms = logged(full, "grad_norm"), logged(layerwise, "grad_norm")
+    assert len(full_norms) == 6 and all(v > 0 for v in full_norms.values())
+    for step, norm in full_norms.items():
+        assert layerwise_norms[step] == pytest.approx(norm, rel=1e-5)
+
+
+def test_layerwise_refuses_grad_clipping(tmp_path):
+    args = galore_args(tmp_path, "galore_adamw_layerwise", max_grad_norm=1.0)
+    with pytest.raises(ValueError, match="max_grad_norm=0"):
+        Trainer(model=tiny_llama(), args=args, train_dataset=RandomTokens()).create_optimizer()
+
+
+@pytest.mark.parametrize(
+    "optim_args,match",
+    [("rank=8,ranq=2", "ranq"), ("rank=8,proj_type=middle", "proj_type"), ("proj_method=lanczos", "proj_method")],
+)
+def test_bad_optim_args_name_the_knob(tmp_path, optim_args, match):
+    args = galore_args(tmp_path, "galore_adamw", optim_args=optim_args)
+    with pytest.raises(ValueError, match=match):
+        Trainer(model=tiny_llama(), args=args, train_dataset=RandomTokens()).create_optimizer()
+
+
+def test_missing_target_modules_is_a_clear_error(tmp_path):
+    args = galore_args(tmp_path, "galore_adamw", optim_target_modules=None)
+    with pytest.raises(ValueError, match="optim_target_modules"):
+        Trainer(model=tiny_llama(), args=args, train_dataset=RandomTokens()).create_optimizer()
