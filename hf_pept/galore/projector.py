@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels.range_finder import randomized_range_finder
+
 LEFT, RIGHT, FULL = "left", "right", "full"
 
 
@@ -37,25 +39,6 @@ def _sketch_generator(seed: int, param_index: int, step: int) -> torch.Generator
     return generator
 
 
-def randomized_left_basis(
-    matrix: torch.Tensor, rank: int, *, oversampling: int, power_iters: int, generator: torch.Generator
-) -> torch.Tensor:
-    """Top-``rank`` left singular vectors of ``matrix`` (m×n) by the randomized range finder.
-
-    Halko, Martinsson & Tropp 2011, Algorithm 4.4 (subspace iteration) + 5.1: Y = (A Aᵀ)^q A Ω with Ω n×(r+p)
-    Gaussian, re-orthonormalised after every product; then the SVD of the small B = QᵀA gives U = Q Ũ.
-    """
-    m, n = matrix.shape
-    width = min(rank + oversampling, m, n)
-    omega = torch.randn(n, width, generator=generator, dtype=torch.float32).to(matrix.device)
-    basis, _ = torch.linalg.qr(matrix @ omega)
-    for _ in range(power_iters):
-        basis, _ = torch.linalg.qr(matrix.t() @ basis)
-        basis, _ = torch.linalg.qr(matrix @ basis)
-    small_u, _, _ = torch.linalg.svd(basis.t() @ matrix, full_matrices=False)
-    return basis @ small_u[:, :rank]
-
-
 def compute_projectors(
     grad: torch.Tensor,
     rank: int,
@@ -77,10 +60,15 @@ def compute_projectors(
         u, _, vh = torch.linalg.svd(matrix, full_matrices=False)
         left, right = u[:, :rank], vh[:rank].t()
     elif proj_method == "randomized":
-        generator = _sketch_generator(seed, param_index, step)
-        kwargs = {"oversampling": oversampling, "power_iters": power_iters, "generator": generator}
-        left = randomized_left_basis(matrix, rank, **kwargs) if side in (LEFT, FULL) else None
-        right = randomized_left_basis(matrix.t(), rank, **kwargs) if side in (RIGHT, FULL) else None
+        # Halko, Martinsson & Tropp 2011, Alg. 4.4 + 5.1 (subspace iteration, then Rayleigh-Ritz)
+        kwargs = {"oversample": oversampling, "power_iters": power_iters}
+        left = right = None
+        if side in (LEFT, FULL):
+            generator = _sketch_generator(seed, param_index, step)
+            left = randomized_range_finder(matrix, rank, side=LEFT, generator=generator, **kwargs)
+        if side in (RIGHT, FULL):
+            generator = _sketch_generator(seed, param_index, step)
+            right = randomized_range_finder(matrix, rank, side=RIGHT, generator=generator, **kwargs)
     else:
         raise ValueError(f"proj_method must be one of ('svd', 'randomized'), got {proj_method!r}")
     if side == LEFT:
