@@ -48,16 +48,21 @@ def _chromium() -> str | None:
     return None
 
 
-def _missing() -> list[str]:
+def _missing_tools() -> list[str]:
     missing = [m for m in ("gradio", "playwright", "matplotlib") if importlib.util.find_spec(m) is None]
     if _chromium() is None:
         missing.append("chromium")
-    if importlib.util.find_spec("hf_pept.run_args") is None or importlib.util.find_spec("hf_pept.cli") is None:
-        missing.append("hf_pept.cli (the `hf-pept train` command)")
     return missing
 
 
-pytestmark = pytest.mark.skipif(bool(_missing()), reason=f"browser test needs {_missing()}: {INSTALL}")
+def _cli_present() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("hf_pept.run_args", "hf_pept.cli"))
+
+
+pytestmark = [
+    pytest.mark.skipif(bool(_missing_tools()), reason=f"browser test needs {_missing_tools()}: {INSTALL}"),
+    pytest.mark.skipif(not _cli_present(), reason="browser test needs the `hf-pept train` command (hf_pept.cli)"),
+]
 
 
 def _free_port() -> int:
