@@ -64,6 +64,19 @@ class Backend:
             text = typed.get(name)
             if isinstance(text, str) and _looks_like_path(text) and not Path(text).expanduser().exists():
                 errors.setdefault(name, f"`{name}`: no file or folder at {text!r}")
+        for section in self.schema.sections:
+            if section.check is None or not section.applies_to(method) or errors:
+                continue
+            try:
+                section.check(typed)
+            except (ValueError, TypeError) as err:
+                message = str(err)
+                names = [section.check_names[n] for n in form._fields_named(message, list(section.check_names))]
+                changed = [
+                    s.name for s in section.specs if s.name in typed and not form._same(s, typed[s.name], s.default)
+                ]
+                for name in names or changed or [form.GENERAL_ERROR]:
+                    errors.setdefault(name, message)
         state = FormState(method=method, typed=typed, errors=errors)
         if not errors:
             state.argv = form.to_argv(specs, values)

@@ -248,7 +248,8 @@ def values_to_form(specs: list[FieldSpec], values: dict[str, Any]) -> dict[str, 
 
 
 def _fields_named(message: str, names: list[str]) -> list[str]:
-    return [name for name in names if re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", message)]
+    # a whole word, not a possessive ("the method's default" does not name the field `method`)
+    return [name for name in names if re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_]|'s)", message)]
 
 
 def validate(specs: list[FieldSpec], values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:

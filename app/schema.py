@@ -7,8 +7,9 @@ applies to.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import form
 
@@ -19,6 +20,10 @@ class Section:
     config_class: type
     methods: tuple[str, ...]  # the methods whose knobs these are; () = every method
     specs: list[form.FieldSpec] = field(default_factory=list)
+    # The method's own config, built from the form's typed values, for the checks the mirrored dataclass does not
+    # do itself; ``check_names`` maps the config's field names (as its messages name them) to the form's.
+    check: Callable[[dict], Any] | None = None
+    check_names: dict[str, str] = field(default_factory=dict)
 
     def applies_to(self, method: str) -> bool:
         return not self.methods or method in self.methods
@@ -84,16 +89,49 @@ def load_schema() -> Schema:
     # The app chooses the run folder and the checkpoint itself.
     hidden = _hidden_fields(run_class, "output_dir", "resume_from_checkpoint")
     run = Section("Run", run_class, (), form.field_specs(run_class, skip=hidden))
-    sections = []
-    for title, config_class, methods in run_args.method_sections():
-        sections.append(Section(title, config_class, tuple(methods), form.field_specs(config_class)))
+    sections = [
+        Section(title, config_class, tuple(methods), form.field_specs(config_class))
+        for title, config_class, methods in run_args.method_sections()
+    ]
+    _attach_config_checks(sections)
     method_spec = next(spec for spec in run.specs if spec.name == "method")
     return Schema(
         run=run,
         method_sections=sections,
-        parser_classes=(run_class, *[section.config_class for section in sections]),
+        parser_classes=tuple(run_args.ARGUMENT_CLASSES),
         methods=tuple(method_spec.choices),
     )
+
+
+def _attach_config_checks(sections: list[Section]) -> None:
+    """Sections mirrored from a method config (``config_fields``: ours -> theirs) are checked by building that
+    config, with the shared rank (and, for ReLoRA, the adapter knobs) filled in as a run would."""
+    from hf_pept.galore.config import GaLoreConfig
+    from hf_pept.relora.config import ReLoRAConfig
+
+    by_class = {section.config_class.__name__: section for section in sections}
+    adapter = by_class.get("AdapterArguments")
+    adapter_fields = dict(getattr(adapter.config_class, "config_fields", {})) if adapter else {}
+    for section in sections:
+        mirrored = dict(getattr(section.config_class, "config_fields", {}))
+        if not mirrored or section is adapter:
+            continue
+        if section.config_class.__name__.startswith("GaLore"):
+            config_class, rank_name, extra = GaLoreConfig, "rank", {}
+        elif section.config_class.__name__.startswith("ReLoRA"):
+            config_class, rank_name, extra = ReLoRAConfig, "r", adapter_fields
+        else:
+            continue
+        fields_map = {**extra, **mirrored}
+
+        def check(typed: dict, config_class=config_class, rank_name=rank_name, fields_map=fields_map):
+            kwargs = {theirs: typed[ours] for ours, theirs in fields_map.items() if ours in typed}
+            if "rank" in typed:
+                kwargs[rank_name] = typed["rank"]
+            return config_class(**kwargs)
+
+        section.check = check
+        section.check_names = {theirs: ours for ours, theirs in fields_map.items()} | {rank_name: "rank"}
 
 
 def python_snippet(schema: Schema, method: str, typed: dict) -> str:
@@ -111,7 +149,7 @@ def python_snippet(schema: Schema, method: str, typed: dict) -> str:
             for spec in section.specs
             if spec.name in typed and not form._same(spec, typed[spec.name], spec.default)
         ]
-        var = re.sub(r"\W+", "_", section.title.lower()).strip("_") + "_args"
+        var = section.config_class.__name__.removesuffix("Arguments").lower() + "_args"
         names.append(var)
         call = f"{section.config_class.__name__}({', '.join(kwargs)})"
         if len(call) > 100:

@@ -131,3 +131,7 @@ def test_pasted_command_with_unknown_option_or_bad_value_is_a_message_not_an_exi
         form.parse_command("hf-pept train --rank four", PARSER)
     with pytest.raises(ValueError, match="Cannot read"):
         form.parse_command("hf-pept train --name 'unclosed", PARSER)
+
+
+def test_a_possessive_does_not_name_a_field():
+    assert form._fields_named("lr must be > 0 (or empty for the method's default)", ["lr", "method"]) == ["lr"]
