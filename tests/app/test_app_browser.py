@@ -31,13 +31,19 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 INSTALL = "run `bash scripts/install_browser.sh .venv/bin/python` (apt chromium + pip gradio playwright)"
-TINY_CONFIG = {  # field -> value typed into the form; steps and logging keep the run to a few seconds
+TINY_CONFIG = {  # field -> value typed into the form: a tiny model on a small local corpus, a record every step
     "model": "tiny",
+    "vocab_size": "512",
     "max_steps": "400",
+    "seq_len": "64",
+    "batch_size": "2",
     "logging_steps": "1",
-    "eval_steps": "1000",
-    "save_steps": "1000",
+    "eval_steps": "0",
+    "save_steps": "0",
+    "max_eval_tokens": "1024",
+    "rank": "16",
 }
+WORDS = "the model learns low rank updates while the optimizer keeps its state small and the loss goes down".split()
 
 
 def _chromium() -> str | None:
@@ -80,7 +86,12 @@ def app_url(tmp_path):
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=tmp_path,
-        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"},
+        env={
+            **os.environ,
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "HF_HUB_OFFLINE": "1",
+            "HF_PEPT_CACHE": str(tmp_path / "cache"),  # the run's tokenizer is trained on the small corpus
+        },
     )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 60
@@ -106,6 +117,14 @@ def app_url(tmp_path):
     proc.terminate()
     proc.wait(timeout=10)
     log.close()
+
+
+def _small_corpus(path: Path) -> Path:
+    import random
+
+    rng = random.Random(0)
+    path.write_text("\n\n".join(" ".join(rng.choice(WORDS) for _ in range(120)) for _ in range(300)))
+    return path
 
 
 def _fill(page, name: str, value: str) -> None:
@@ -144,6 +163,12 @@ def test_configure_launch_watch_and_stop_in_the_browser(app_url, tmp_path):
         _fill(page, "learning_rate", "0.001")
         expect(page.locator("#error-learning_rate")).to_be_hidden(timeout=10_000)
 
+        # A dataset path that does not exist is named at its field; the small corpus then passes.
+        _fill(page, "dataset", str(tmp_path / "missing.txt"))
+        expect(page.locator("#error-dataset")).to_contain_text("no file or folder", timeout=10_000)
+        _fill(page, "dataset", str(_small_corpus(tmp_path / "corpus.txt")))
+        expect(page.locator("#error-dataset")).to_be_hidden(timeout=10_000)
+
         page.locator("#field-method input").first.click()
         page.get_by_role("option", name="galore", exact=True).click()
         for name, value in TINY_CONFIG.items():
@@ -158,7 +183,7 @@ def test_configure_launch_watch_and_stop_in_the_browser(app_url, tmp_path):
         expect(page.locator("#launch-message")).to_contain_text("Launched", timeout=15_000)
 
         page.get_by_role("tab", name="Runs").click()
-        deadline = time.monotonic() + 45
+        deadline = time.monotonic() + 120  # the run's own start (imports, tokenizer) dominates on a busy machine
         while time.monotonic() < deadline and _loss_points(page) < 3:
             time.sleep(0.5)
         points = _loss_points(page)
