@@ -7,6 +7,7 @@ applies to.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,8 @@ class Schema:
     max_steps_field: str = "max_steps"
     python_import: str = "hf_pept.run_args"
     python_entry: str = "from hf_pept.cli import train"
+    # the entry's keyword for each dataclass (``train(run=..., galore=...)``); positional when absent
+    entry_params: dict[type, str] = field(default_factory=dict)
 
     @property
     def sections(self) -> list[Section]:
@@ -100,7 +103,24 @@ def load_schema() -> Schema:
         method_sections=sections,
         parser_classes=tuple(run_args.ARGUMENT_CLASSES),
         methods=tuple(method_spec.choices),
+        entry_params=_entry_params(),
     )
+
+
+def _entry_params() -> dict[type, str]:
+    """Which keyword of ``hf_pept.cli.train`` takes which dataclass, read from its type hints."""
+    import typing
+
+    try:
+        from hf_pept.cli import train
+    except ImportError:
+        return {}
+    params = {}
+    for name, hint in typing.get_type_hints(train).items():
+        for candidate in (hint, *typing.get_args(hint)):
+            if isinstance(candidate, type) and dataclasses.is_dataclass(candidate):
+                params[candidate] = name
+    return params
 
 
 def _attach_config_checks(sections: list[Section]) -> None:
@@ -150,7 +170,8 @@ def python_snippet(schema: Schema, method: str, typed: dict) -> str:
             if spec.name in typed and not form._same(spec, typed[spec.name], spec.default)
         ]
         var = section.config_class.__name__.removesuffix("Arguments").lower() + "_args"
-        names.append(var)
+        keyword = schema.entry_params.get(section.config_class)
+        names.append(f"{keyword}={var}" if keyword else var)
         call = f"{section.config_class.__name__}({', '.join(kwargs)})"
         if len(call) > 100:
             call = f"{section.config_class.__name__}(\n    " + ",\n    ".join(kwargs) + ",\n)"

@@ -93,3 +93,15 @@ def test_bad_values_show_the_config_own_message_at_the_field(backend, changes, f
 def test_knobs_of_another_method_are_neither_checked_nor_written(backend):
     state = backend.form_state(form_values(method="full", proj_type="diag", relora_steps="5"))
     assert state.errors == {} and state.command == "hf-pept train --method full"
+
+
+def test_python_snippet_calls_train_with_what_the_command_parses_to(backend, monkeypatch):
+    cli = pytest.importorskip("hf_pept.cli")
+    state = backend.form_state(form_values(method="relora", rank="16", prune_ratio="0.5", max_steps="9"))
+    calls = []
+    monkeypatch.setattr(cli, "train", lambda **kwargs: calls.append(kwargs))
+    exec(state.snippet, {})
+    defaults = dict(zip(("run", "low_rank", "adapter", "relora", "galore"), run_args.parse_train_args([])))
+    from_snippet = {**defaults, **calls[0]}
+    from_command = dict(zip(("run", "low_rank", "adapter", "relora", "galore"), run_args.parse_train_args(state.argv)))
+    assert from_snippet == from_command
