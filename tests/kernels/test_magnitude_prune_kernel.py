@@ -32,8 +32,11 @@ def _check_top_k(original: torch.Tensor, pruned: torch.Tensor, prune_ratio: floa
 
 
 # ---- CPU: Triton interpreter (128-element blocks, so these sizes span several blocks and end mid-block) -------
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("prune_ratio", [0.0, 0.1, 0.5, 0.9, 0.999, 1.0])
+@pytest.mark.parametrize(
+    "dtype,prune_ratio",
+    [(torch.float32, ratio) for ratio in (0.0, 0.1, 0.5, 0.9, 0.999, 1.0)]
+    + [(torch.bfloat16, 0.9), (torch.float16, 0.3)],
+)
 def test_magnitude_prune_kernel_matches_reference_interpreted(interpreter, dtype, prune_ratio):
     original = torch.randn(37, 53).to(dtype)
     pruned = original.clone()
