@@ -74,10 +74,11 @@ def builtin_files(root: str | os.PathLike | None = None) -> list[Path]:
     packages, sorted by their path relative to ``root`` (so the order is the same on every machine)."""
     root = Path(root) if root is not None else stdlib_root()
     found = []
-    for path in root.rglob("*.py"):
-        relative = path.relative_to(root)
-        if _EXCLUDED_DIRS.isdisjoint(relative.parts[:-1]) and path.is_file():
-            found.append(relative)
+    for folder, subfolders, names in os.walk(root):
+        # Pruned in place so the walk never enters test suites or installed packages.
+        subfolders[:] = [name for name in subfolders if name not in _EXCLUDED_DIRS]
+        relative = Path(folder).relative_to(root)
+        found.extend(relative / name for name in names if name.endswith(".py"))
     if not found:
         raise RuntimeError(f"No Python sources found under {root}: the built-in corpus needs the standard library")
     return [root / relative for relative in sorted(found, key=lambda p: p.as_posix())]

@@ -1,0 +1,70 @@
+"""``hf-pept``: the command line.
+
+hf-pept train    --method galore --model 60m ...   one pre-training run as a folder (options: hf-pept train -h)
+hf-pept compare  [--budget 2]                      full-rank vs LoRA vs ReLoRA vs GaLore, same budget and seed
+hf-pept estimate --method galore --model 1b ...    memory estimate per component, no training
+hf-pept app                                        the Gradio app (needs `pip install hf-pept[app]`)
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .runner import train
+
+COMMANDS = ("train", "compare", "estimate", "app")
+USAGE = __doc__
+
+
+def _train(argv: list[str]) -> int:
+    from .run_args import parse_train_args
+
+    train(*parse_train_args(argv))
+    return 0
+
+
+def _compare(argv: list[str]) -> int:
+    from .compare import main as compare_main
+
+    return compare_main(argv)
+
+
+def _estimate(argv: list[str]) -> int:
+    from .memory import main as estimate_main
+
+    return estimate_main(argv)
+
+
+def _app(argv: list[str]) -> int:
+    try:
+        from hf_pept.app import main as app_main
+    except ImportError as err:
+        print(
+            f"hf-pept app is not available ({err}). Install the app's extras: pip install 'hf-pept[app]'",
+            file=sys.stderr,
+        )
+        return 1
+    result = app_main(argv)
+    return int(result or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hf-pept`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    handlers = {"train": _train, "compare": _compare, "estimate": _estimate, "app": _app}
+    if command not in handlers:
+        print(f"hf-pept: unknown command {command!r}; choose one of {', '.join(COMMANDS)}\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        return handlers[command](rest)
+    except ValueError as err:
+        # Bad input: one clear line, no traceback (the message names the value and what is valid).
+        print(f"hf-pept {command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["main", "train"]

@@ -1,0 +1,345 @@
+"""One pre-training run as a folder: build tokenizer, data, model and method, train with the stock ``Trainer``.
+
+The run folder (``RunArguments.output_dir``) receives, as ``../shared/DESIGN.md`` specifies:
+
+* ``config.json`` — every option and the values they resolved to (device, precision, learning rate, sizes);
+* ``metrics.jsonl`` — written by :class:`~hf_pept.metrics.MetricsCallback` while training;
+* ``stdout.log`` — everything the run printed (progress bar included);
+* ``checkpoint-N/`` — Trainer checkpoints (resume with ``--resume_from_checkpoint``);
+* ``summary.json`` — the totals ``hf-pept compare`` and the app tabulate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import data, models
+from .metrics import MB, MetricsCallback
+from .run_args import (
+    ADAPTER_METHODS,
+    GALORE_METHODS,
+    GALORE_OPTIM_NAMES,
+    AdapterArguments,
+    GaLoreArguments,
+    LowRankArguments,
+    ReLoRAArguments,
+    RunArguments,
+)
+from .stop_callback import StopFileCallback, stop_requested
+
+CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
+STDOUT_FILE = "stdout.log"
+
+
+class _Tee:
+    """Writes to the terminal and to the run's ``stdout.log``."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log = stream, log
+
+    def write(self, text):
+        self.stream.write(text)
+        self.log.write(text)
+        return len(text)
+
+    def flush(self):
+        self.stream.flush()
+        self.log.flush()
+
+    def isatty(self):
+        return self.stream.isatty()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _tee_output(path: Path):
+    with open(path, "a", encoding="utf-8", buffering=1) as log:
+        old_out, old_err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(old_out, log), _Tee(old_err, log)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = old_out, old_err
+
+
+def default_run_dir(run: RunArguments) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{run.method}-{Path(str(run.model)).name}-{stamp}"
+
+
+def resolve_device(run: RunArguments) -> tuple[str, bool]:
+    """``(device type, bf16)`` for the run: the GPU and bf16 mixed precision when there is one (``auto``)."""
+    has_cuda = torch.cuda.is_available()
+    if run.device == "cuda" and not has_cuda:
+        raise ValueError("device='cuda' was asked for, but torch sees no CUDA device; use device='auto' or 'cpu'")
+    device = "cuda" if run.device == "cuda" or (run.device == "auto" and has_cuda) else "cpu"
+    if run.precision == "bf16":
+        if device == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("precision='bf16' needs a GPU with bf16 support; use precision='fp32'")
+        return device, True
+    if run.precision == "fp32":
+        return device, False
+    return device, device == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def hardware_line(device: str) -> str:
+    """e.g. ``cpu: x86_64, 2 cores | torch 2.13.0 | transformers 5.23.0 | Python 3.11.7``."""
+    import transformers
+
+    if device == "cuda":
+        where = f"cuda: {torch.cuda.get_device_name(0)}"
+    else:
+        where = f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    versions = f"torch {torch.__version__} | transformers {transformers.__version__}"
+    return f"{where} | {versions} | Python {platform.python_version()}"
+
+
+def _embedding_module_names(model) -> list[str]:
+    """Last name components of the input-embedding and output-head modules: they train fully under adapters."""
+    targets = {id(model.get_input_embeddings()), id(model.get_output_embeddings())}
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if id(module) in targets})
+
+
+def apply_method(model, run: RunArguments, low_rank, adapter, relora):
+    """Wrap ``model`` for LoRA / ReLoRA (peft); full-rank and GaLore leave the model as it is (GaLore is the
+    optimizer). Embeddings and the output head stay fully trained under adapters, as when pre-training from scratch
+    (Lialin et al. 2023, §4)."""
+    if run.method not in ADAPTER_METHODS:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    common = {
+        "r": low_rank.rank,
+        "lora_alpha": adapter.lora_alpha,
+        "lora_dropout": adapter.lora_dropout,
+        "target_modules": list(low_rank.target_modules),
+        "modules_to_save": _embedding_module_names(model),
+    }
+    if run.method == "lora":
+        config = LoraConfig(task_type="CAUSAL_LM", **common)
+    else:
+        from .relora import ReLoRAConfig
+
+        knobs = {theirs: getattr(relora, ours) for ours, theirs in ReLoRAArguments.config_fields.items()}
+        config = ReLoRAConfig(task_type="CAUSAL_LM", reinit_seed=run.seed, **common, **knobs)
+    return get_peft_model(model, config)
+
+
+def galore_optim_args(run: RunArguments, low_rank, galore) -> str:
+    """``optim_args`` of a GaLore run, validated by :class:`~hf_pept.galore.GaLoreConfig` here (not mid-training)."""
+    from .galore.config import GaLoreConfig
+
+    knobs = {theirs: getattr(galore, ours) for ours, theirs in GaLoreArguments.config_fields.items()}
+    config = GaLoreConfig(rank=low_rank.rank, seed=run.seed, **knobs)
+    return ",".join(f"{key}={value}" for key, value in dataclasses.asdict(config).items())
+
+
+def training_arguments(run: RunArguments, low_rank, galore, run_dir: Path, device: str, bf16: bool):
+    from transformers import TrainingArguments
+
+    scheduler, scheduler_kwargs = run.lr_scheduler_type, {}
+    if scheduler == "cosine" and run.min_lr_ratio > 0:
+        scheduler, scheduler_kwargs = "cosine_with_min_lr", {"min_lr_rate": run.min_lr_ratio}
+    kwargs: dict[str, Any] = {
+        "output_dir": str(run_dir),
+        "max_steps": run.max_steps,
+        "per_device_train_batch_size": run.batch_size,
+        "per_device_eval_batch_size": run.batch_size,
+        "gradient_accumulation_steps": run.gradient_accumulation_steps,
+        "learning_rate": run.peak_learning_rate,
+        "lr_scheduler_type": scheduler,
+        "lr_scheduler_kwargs": scheduler_kwargs,
+        "warmup_steps": run.warmup_steps,
+        "weight_decay": run.weight_decay,
+        "max_grad_norm": run.clip_norm,
+        "logging_steps": run.logging_steps,
+        "logging_first_step": True,
+        "eval_strategy": "steps" if run.eval_steps else "no",
+        "eval_steps": run.eval_steps or None,
+        "save_strategy": "steps",
+        "save_steps": run.save_steps or run.max_steps,
+        "save_total_limit": run.save_total_limit or None,
+        "seed": run.seed,
+        "data_seed": run.seed,
+        "bf16": bf16,
+        "use_cpu": device == "cpu",
+        "report_to": [],
+        "dataloader_num_workers": 0,
+    }
+    if run.gradient_checkpointing:
+        kwargs["gradient_checkpointing"] = True
+    if run.method in GALORE_METHODS:
+        kwargs["optim"] = GALORE_OPTIM_NAMES[run.method]
+        kwargs["optim_target_modules"] = list(low_rank.target_modules)
+        kwargs["optim_args"] = galore_optim_args(run, low_rank, galore)
+    return TrainingArguments(**kwargs)
+
+
+def _resume_path(run: RunArguments, run_dir: Path) -> str | bool | None:
+    if run.resume_from_checkpoint is None:
+        return None
+    if run.resume_from_checkpoint == "last":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+        if last is None:
+            raise ValueError(f"resume_from_checkpoint='last' but {run_dir} holds no checkpoint-N folder")
+        return last
+    if not os.path.isdir(run.resume_from_checkpoint):
+        raise ValueError(f"Checkpoint folder {run.resume_from_checkpoint!r} does not exist")
+    return run.resume_from_checkpoint
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_json_safe(v) for v in value]
+    return str(value)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(_json_safe(payload), indent=2), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def train(
+    run: RunArguments | None = None,
+    low_rank: LowRankArguments | None = None,
+    adapter: AdapterArguments | None = None,
+    relora: ReLoRAArguments | None = None,
+    galore: GaLoreArguments | None = None,
+) -> dict[str, Any]:
+    """Pre-train as ``run`` says and return the run's summary (also written to ``summary.json``).
+
+    Every argument defaults to its dataclass's defaults, so ``train(RunArguments(method="relora"))`` is a run.
+    """
+    run = run or RunArguments()
+    low_rank = low_rank or LowRankArguments()
+    adapter = adapter or AdapterArguments()
+    relora = relora or ReLoRAArguments()
+    galore = galore or GaLoreArguments()
+    run_dir = Path(run.output_dir) if run.output_dir else default_run_dir(run)
+    resume = _resume_path(run, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _tee_output(run_dir / STDOUT_FILE):
+        return _train_in(run_dir, resume, run, low_rank, adapter, relora, galore)
+
+
+def _train_in(run_dir: Path, resume, run, low_rank, adapter, relora, galore) -> dict[str, Any]:
+    from transformers import Trainer, set_seed
+
+    import hf_pept  # registers GaLore with transformers and ReLoRA with peft
+
+    started = time.perf_counter()
+    device, bf16 = resolve_device(run)
+    print(f"hf-pept {hf_pept.__version__}: {run.method} on a {run.model} model, run folder {run_dir}")
+    corpus = data.load_corpus(run.dataset, run.text_field)
+    if run.tokenizer:
+        tokenizer = data.load_tokenizer(run.tokenizer)
+    else:
+        tokenizer = data.get_tokenizer(run.vocab_size, corpus=corpus)
+    train_ds, eval_ds = data.build_datasets(
+        tokenizer,
+        run.seq_len,
+        dataset=corpus,
+        max_train_tokens=run.max_train_tokens,
+        max_eval_tokens=run.max_eval_tokens,
+    )
+    print(
+        f"data: {corpus.name}; {train_ds.num_tokens:,} training tokens, {eval_ds.num_tokens:,} held-out tokens "
+        f"in blocks of {run.seq_len}; vocabulary {len(tokenizer):,}"
+    )
+    set_seed(run.seed)
+    model = models.build_model(
+        run.model, len(tokenizer), max_position_embeddings=max(run.seq_len, models.DEFAULT_MAX_POSITION_EMBEDDINGS)
+    )
+    total_params = models.count_parameters(model)
+    model = apply_method(model, run, low_rank, adapter, relora)
+    args = training_arguments(run, low_rank, galore, run_dir, device, bf16)
+    precision = "bf16 mixed" if bf16 else "fp32"
+    config = {
+        "run": dataclasses.asdict(run),
+        "low_rank": dataclasses.asdict(low_rank),
+        "adapter": dataclasses.asdict(adapter),
+        "relora": dataclasses.asdict(relora),
+        "galore": dataclasses.asdict(galore),
+        "resolved": {
+            "device": device,
+            "precision": precision,
+            "learning_rate": run.peak_learning_rate,
+            "warmup_steps": run.warmup_steps,
+            "max_grad_norm": run.clip_norm,
+            "optim": args.optim,
+            "optim_args": args.optim_args,
+            "vocab_size": len(tokenizer),
+            "model_config": model.config.to_dict() if hasattr(model, "config") else None,
+            "corpus": corpus.name,
+            "corpus_fingerprint": corpus.fingerprint,
+            "command": sys.argv,
+            "hf_pept_version": hf_pept.__version__,
+        },
+    }
+    _write_json(run_dir / CONFIG_FILE, config)
+    tokens_per_step = run.batch_size * run.gradient_accumulation_steps * args.world_size * run.seq_len
+    metrics = MetricsCallback(run_dir, tokens_per_step=tokens_per_step)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        callbacks=[metrics, StopFileCallback(run_dir)],
+    )
+    trained_params = models.count_parameters(trainer.model, trainable_only=True)
+    print(
+        f"model: {total_params / 1e6:.2f}M parameters, {trained_params / 1e6:.2f}M trained ({run.method}); "
+        f"{device}, {precision}; {tokens_per_step:,} tokens per optimizer step"
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    stopped = stop_requested(run_dir)
+    last_eval = next((r for r in reversed(trainer.state.log_history) if "eval_loss" in r), None)
+    if not stopped and (last_eval is None or last_eval.get("step") != trainer.state.global_step):
+        trainer.evaluate()  # the table's perplexity is always at the last step
+    metrics.on_train_end(args, trainer.state, trainer.control, optimizer=trainer.optimizer)
+    summary = {
+        "method": run.method,
+        "model": run.model,
+        "dataset": corpus.name,
+        "status": "stopped" if stopped else "finished",
+        "total_params": total_params,
+        "trained_params": trained_params,
+        **metrics.summary,
+        "tokens": trainer.state.global_step * tokens_per_step,
+        "wall_time_s": time.perf_counter() - started,
+        "device": device,
+        "precision": precision,
+        "hardware": hardware_line(device),
+    }
+    _write_json(run_dir / SUMMARY_FILE, summary)
+    ppl = summary.get("eval_perplexity")
+    print(
+        f"done: {summary['steps']} steps, eval perplexity {ppl:.2f}, peak memory {summary['peak_memory_mb']:.0f} MB, "
+        f"{summary['tokens_per_second']:.0f} tokens/s, {summary['wall_time_s']:.0f} s; summary in {run_dir / SUMMARY_FILE}"
+        if ppl is not None
+        else f"done: {summary['steps']} steps; summary in {run_dir / SUMMARY_FILE}"
+    )
+    return summary
+
+
+__all__ = ["train", "apply_method", "training_arguments", "resolve_device", "hardware_line", "MB"]

@@ -1,0 +1,132 @@
+"""Perplexity against a hand-computed token NLL; metrics.jsonl records, events and exact resume."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+import hf_pept  # noqa: F401  (registers galore_adamw)
+from hf_pept.events import record_event
+from hf_pept.metrics import METRICS_FILE, MetricsCallback, perplexity, unwrap_optimizer
+from hf_pept.models import build_llama
+
+VOCAB, SEQ = 97, 16
+
+
+class RandomBlocks(Dataset):
+    def __init__(self, n, seed):
+        generator = torch.Generator().manual_seed(seed)
+        self.blocks = torch.randint(0, VOCAB, (n, SEQ), generator=generator)
+
+    def __len__(self):
+        return len(self.blocks)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.blocks[i], "labels": self.blocks[i].clone()}
+
+
+def _args(tmp_path, **kwargs):
+    defaults = {
+        "max_steps": 6,
+        "per_device_train_batch_size": 2,
+        "per_device_eval_batch_size": 2,
+        "learning_rate": 1e-2,
+        "logging_steps": 2,
+        "save_strategy": "no",
+        "report_to": [],
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "seed": 0,
+    }
+    return TrainingArguments(str(tmp_path), **{**defaults, **kwargs})
+
+
+def _read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_perplexity_is_exp_of_the_mean_token_nll(tmp_path):
+    model = build_llama("tiny", VOCAB, max_position_embeddings=SEQ, seed=0)
+    eval_ds = RandomBlocks(5, seed=1)  # batches of 2, 2, 1: the mean must weight by tokens, not by batch
+    trainer = Trainer(model=model, args=_args(tmp_path), eval_dataset=eval_ds)
+    eval_loss = trainer.evaluate()["eval_loss"]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(len(eval_ds)):
+            ids = eval_ds[i]["input_ids"][None]
+            logits = model(input_ids=ids).logits[0, :-1]
+            total += torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
+            count += SEQ - 1
+    assert perplexity(eval_loss) == pytest.approx(math.exp(total / count), rel=1e-5)
+    assert perplexity(1e6) == math.inf
+
+
+class MarkAtStep(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            record_event(state, "relora_merge", merged_layers=7)
+
+
+def test_metrics_file_has_training_eval_and_event_records(tmp_path):
+    model = build_llama("tiny", VOCAB, max_position_embeddings=SEQ, seed=0)
+    args = _args(
+        tmp_path,
+        optim="galore_adamw",
+        optim_target_modules=["q_proj", "up_proj"],
+        optim_args="rank=8,update_proj_gap=4,scale=0.25",
+        eval_strategy="steps",
+        eval_steps=3,
+    )
+    callback = MetricsCallback(tmp_path)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=RandomBlocks(32, seed=2),
+        eval_dataset=RandomBlocks(4, seed=3),
+        callbacks=[callback, MarkAtStep()],
+    )
+    trainer.train()
+    records = _read(tmp_path / METRICS_FILE)
+    train = [r for r in records if "loss" in r]
+    evals = [r for r in records if "eval_loss" in r]
+    events = [r for r in records if "event" in r]
+    assert [r["step"] for r in train] == [2, 4, 6]
+    for r in train:
+        assert {"lr", "grad_norm", "epoch", "peak_memory_mb"} <= set(r) and r["peak_memory_mb"] > 0
+    assert all(r["tokens_per_second"] > 0 for r in train)
+    assert [r["step"] for r in evals] == [3, 6]
+    assert all(r["eval_perplexity"] == pytest.approx(math.exp(r["eval_loss"])) for r in evals)
+    assert [(r["event"], r["step"]) for r in events if r["event"] == "relora_merge"] == [("relora_merge", 3)]
+    # GaLore refreshes its projectors at steps 1 and 1 + T (T = update_proj_gap = 4), drained from the optimizer.
+    assert [r["step"] for r in events if r["event"] == "projector_update"] == [1, 5]
+    assert callback.summary["eval_perplexity"] == pytest.approx(evals[-1]["eval_perplexity"])
+    assert callback.summary["optimizer_state_mb"] > 0
+    assert unwrap_optimizer(trainer.optimizer) is not trainer.optimizer
+
+
+def test_resumed_run_continues_the_same_records(tmp_path):
+    def run(output_dir, max_steps, resume=None):
+        model = build_llama("tiny", VOCAB, max_position_embeddings=SEQ, seed=0)
+        args = _args(
+            output_dir,
+            max_steps=max_steps,
+            logging_steps=1,
+            save_strategy="steps",
+            save_steps=3,
+            lr_scheduler_type="constant",  # the same LR at every step, whatever max_steps
+        )
+        trainer = Trainer(
+            model=model, args=args, train_dataset=RandomBlocks(32, seed=2), callbacks=[MetricsCallback(output_dir)]
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return [(r["step"], r["loss"]) for r in _read(output_dir / METRICS_FILE) if "loss" in r]
+
+    straight = run(tmp_path / "straight", 6)
+    interrupted = tmp_path / "interrupted"
+    run(interrupted, 5)  # wrote records 4 and 5 after checkpoint-3: a resume from 3 must drop them
+    resumed = run(interrupted, 6, resume=str(interrupted / "checkpoint-3"))
+    assert [s for s, _ in resumed] == [1, 2, 3, 4, 5, 6]
+    assert [loss for _, loss in resumed] == pytest.approx([loss for _, loss in straight], rel=1e-5)
