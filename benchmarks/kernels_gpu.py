@@ -171,6 +171,45 @@ def optimizer_step(table: Table, shapes) -> None:
             torch.cuda.empty_cache()
 
 
+def profile_step(table: Table, shapes) -> None:
+    """Where a GaLore step's time goes: GPU kernel time vs wall time over 5 ordinary steps (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    import hf_pept
+
+    name, hidden, inter, rank = shapes[-1]
+    layers = {"60m": 8, "350m": 24, "1b": 24}[name]
+    params = []
+    for shape in llama_matrices(hidden, inter, layers):
+        p = torch.randn(shape, device="cuda", dtype=torch.bfloat16) * 0.02
+        p.grad = torch.randn(shape, device="cuda", dtype=torch.bfloat16) * 1e-3
+        params.append(p)
+    group = {"params": params, "rank": rank, "update_proj_gap": 10**9, "scale": 0.25, "proj_method": "randomized"}
+    optimizer = hf_pept.GaLoreAdamW([group], lr=1e-3, weight_decay=0.1)
+    optimizer.step()
+    optimizer.step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(5):
+            optimizer.step()
+        end.record()
+        torch.cuda.synchronize()
+    wall = start.elapsed_time(end) / 5
+    events = prof.key_averages()
+    gpu_us = (
+        sum(getattr(e, "self_device_time_total", 0) or 0 for e in events if not e.key.startswith("Optimizer.")) / 5
+    )
+    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cuLaunchKernelEx")) / 5
+    print(events.table(sort_by="self_cpu_time_total", row_limit=14), flush=True)
+    note = (
+        f"GPU busy {gpu_us / 1e3:.2f} ms of {wall:.2f} ms wall, {launches:.0f} launches/step, {len(params)} matrices"
+    )
+    table.add("profile", f"{name} GaLoreAdamW step", "triton (default dispatch)", wall, note=note)
+
+
 def magnitude_prune(table: Table) -> None:
     from hf_pept.kernels.magnitude_prune import magnitude_prune_reference
     from hf_pept.kernels.magnitude_prune_triton import magnitude_prune_triton
@@ -215,6 +254,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--quick", action="store_true", help="only the 1B shapes")
+    parser.add_argument("--sizes", nargs="+", default=None, help="60m, 350m, 1b (default: all)")
+    parser.add_argument("--sections", nargs="+", default=None, help="run only these sections (function names)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("kernels_gpu.py needs a CUDA device", file=sys.stderr)
@@ -222,8 +263,14 @@ def main(argv=None) -> int:
     env = environment()
     print(" | ".join(f"{k}: {v}" for k, v in env.items()), flush=True)
     shapes = SHAPES[-1:] if args.quick else SHAPES
+    if args.sizes:
+        shapes = [shape for shape in SHAPES if shape[0] in args.sizes]
     table = Table()
-    for section in (ceilings, adam_update, weight_update, range_finder, magnitude_prune, lora_merge, optimizer_step):
+    sections = (ceilings, adam_update, weight_update, range_finder, magnitude_prune, lora_merge, optimizer_step)
+    sections += (profile_step,)
+    if args.sections:
+        sections = [section for section in sections if section.__name__ in args.sections]
+    for section in sections:
         try:
             section(table) if section in (ceilings, magnitude_prune) else section(table, shapes)
         except Exception as error:  # a failing section must not hide the others' numbers

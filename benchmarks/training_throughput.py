@@ -41,7 +41,7 @@ DEVICE = torch.device("cuda")
 
 def synchronize() -> None:
     if DEVICE.type == "cuda":
-        synchronize()
+        torch.cuda.synchronize()
 
 
 def build_model(size: str, vocab_size: int, seq_len: int):

@@ -66,7 +66,9 @@ def _check_weight_update(m, n, rank, side, weight_dtype, device):
     assert weight.data_ptr() == storage  # in place
     tol = TOLERANCE[weight_dtype]
     torch.testing.assert_close(weight, expected, **tol)
-    torch.testing.assert_close(weight.double(), formula, **tol)
+    # Against float64 the fp32 sum over r terms carries ~sqrt(r) roundings of the product's size (~0.3 here).
+    formula_tol = {"rtol": tol["rtol"], "atol": max(tol["atol"], 1e-5)}
+    torch.testing.assert_close(weight.double(), formula, **formula_tol)
 
 
 # ---- CPU: Triton interpreter, odd shapes (not multiples of the 16×32 interpreter tiles) -------------------------
