@@ -126,6 +126,8 @@ def training_figure(runs: list[RunMetrics], smoothing: float = 0.9):
                 ax.plot(steps, values, color=color, linewidth=1.5, marker="." if len(steps) < 30 else None)
             if key in MARKED_PANELS:
                 _draw_events(ax, run.events)
+        if key == "eval_perplexity" and _spans_decades(ax):
+            ax.set_yscale("log")  # early perplexities (~vocab size) would flatten the rest
         if not drawn:
             ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes, color="gray")
     handles, labels = axes.flat[0].get_legend_handles_labels()
@@ -133,6 +135,11 @@ def training_figure(runs: list[RunMetrics], smoothing: float = 0.9):
     if handles:
         axes.flat[0].legend(handles=handles, fontsize=7, loc="upper right")
     return fig
+
+
+def _spans_decades(ax) -> bool:
+    values = [v for line in ax.lines for v in line.get_ydata() if v > 0]
+    return bool(values) and max(values) / min(values) > 10
 
 
 def _draw_events(ax, events: list[dict]) -> None:

@@ -100,7 +100,12 @@ def build_ui(backend: Backend) -> gr.Blocks:
         with gr.Tab("Runs", id="runs"):
             with gr.Row():
                 run_table = gr.Dataframe(
-                    headers=RUN_TABLE_HEADERS, interactive=False, label="runs", elem_id="run-table", wrap=True
+                    headers=RUN_TABLE_HEADERS,
+                    interactive=False,
+                    label="runs",
+                    elem_id="run-table",
+                    wrap=True,
+                    column_widths=["17%", "8%", "7%", "10%", "7%", "51%"],
                 )
             with gr.Row():
                 shown = gr.CheckboxGroup(label="runs on the charts", choices=[], elem_id="shown-runs", scale=4)
@@ -114,7 +119,7 @@ def build_ui(backend: Backend) -> gr.Blocks:
                 resume_button = gr.Button("Resume", elem_id="resume", scale=1)
             run_message = gr.Markdown(elem_id="run-message")
             points = gr.Textbox(label="live", elem_id="points-summary", interactive=False, lines=2)
-            chart = gr.Plot(label="training curves", format="png", elem_id="training-chart")
+            chart = gr.Plot(label="training curves", show_label=False, format="png", elem_id="training-chart")
             error_tail = gr.Code(
                 label="error (last lines of the run's log; the log is kept)", visible=False, language=None
             )
@@ -209,7 +214,7 @@ def build_ui(backend: Backend) -> gr.Blocks:
                 selected_name = shown_names[0] if shown_names else None
             by_name = {info.name: info for info in infos}
             current = by_name.get(selected_name)
-            metrics = backend.metrics(shown_names)
+            metrics = backend.metrics(sorted(shown_names))  # sorted: a run keeps its colour between refreshes
             tail = current.error_tail if current is not None and current.status == "failed" else ""
             return (
                 backend.run_table(infos),
