@@ -11,6 +11,12 @@ optimizers (``state1``/``state2`` codes, dequantized through ``qmap``·``absmax`
 get the code of 0.0, kept codes and block scales are untouched). Scalars such as Adam's ``step`` are kept, so the
 bias correction does not re-inflate the first updates (the paper's jagged warm-up covers the restart).
 Only the given parameters' state is touched.
+
+One rule beyond the paper: after pruning, a first moment whose second moment is zero is zeroed too. Pruning the two
+moments independently (as the paper's code does) keeps some m with v = 0, and Adam then steps by m / ε. Right after a
+restart B = 0, so A's gradient is exactly 0 and its v stays 0: those A entries jump by ~lr·m/ε and training diverges
+(in our tests magnitude pruning without this rule ended far above plain LoRA). Each moment still keeps at most its
+(1 − p) largest entries; the second moments keep exactly those.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from ..kernels.magnitude_prune import magnitude_prune_, random_prune_
 logger = logging.getLogger(__name__)
 
 _QUANTIZED_MOMENTS = (("state1", "qmap1", "absmax1", "max1"), ("state2", "qmap2", "absmax2", "max2"))
+# (first moment, second moment) pairs of Adam-style optimizers, float and bitsandbytes 8-bit.
+_ADAM_PAIRS = (("exp_avg", "exp_avg_sq"),)
 
 
 def unwrap_optimizer(optimizer):
@@ -56,22 +64,51 @@ def _dequantized_magnitude(codes: torch.Tensor, qmap: torch.Tensor, scale: torch
     return magnitude
 
 
-def _prune_quantized_(
-    state: dict, keys: tuple[str, str, str, str], mode: str, prune_ratio: float, generator: torch.Generator | None
-) -> int:
-    codes_key, qmap_key, absmax_key, max_key = keys
-    codes, qmap = state[codes_key], state[qmap_key]
+def _zero_code(qmap: torch.Tensor, name: str) -> int:
     zero_code = int(qmap.float().abs().argmin())
     if qmap[zero_code] != 0:
-        raise RuntimeError(f"the quantization map of {codes_key!r} has no exact 0.0; cannot prune it")
+        raise RuntimeError(f"the quantization map of {name!r} has no exact 0.0; cannot prune it")
+    return zero_code
+
+
+def _scale(state: dict, keys: tuple[str, str, str, str]) -> torch.Tensor:
+    codes_key, _, absmax_key, max_key = keys
     scale = state.get(absmax_key, state.get(max_key))
     if scale is None:
         raise RuntimeError(f"8-bit optimizer state {codes_key!r} has neither {absmax_key!r} nor {max_key!r}")
+    return scale
+
+
+def _prune_quantized_(
+    state: dict, keys: tuple[str, str, str, str], mode: str, prune_ratio: float, generator: torch.Generator | None
+) -> int:
+    codes_key, qmap_key = keys[:2]
+    codes, qmap = state[codes_key], state[qmap_key]
+    zero_code = _zero_code(qmap, codes_key)
     # Rank by the dequantized value, zero by writing the code of 0.0.
-    magnitude = _dequantized_magnitude(codes, qmap, scale)
+    magnitude = _dequantized_magnitude(codes, qmap, _scale(state, keys))
     zeroed = _prune_(magnitude, mode, prune_ratio, generator)
     pruned = (magnitude == 0).reshape(codes.shape)
     codes.masked_fill_(pruned, zero_code)
+    return zeroed
+
+
+def _zero_first_moments_without_second_(state: dict) -> int:
+    """m ← 0 where v = 0 (Adam would step by m / ε there); returns how many entries of m that zeroed."""
+    zeroed = 0
+    for first, second in _ADAM_PAIRS:
+        if first in state and second in state:
+            lonely = (state[second] == 0) & (state[first] != 0)
+            zeroed += int(lonely.sum())
+            state[first].masked_fill_(lonely, 0)
+    first_keys, second_keys = _QUANTIZED_MOMENTS
+    if first_keys[0] in state and second_keys[0] in state and second_keys[1] in state:
+        v_zero = _dequantized_magnitude(state[second_keys[0]], state[second_keys[1]], _scale(state, second_keys)) == 0
+        codes, qmap = state[first_keys[0]], state[first_keys[1]]
+        zero_code = _zero_code(qmap, first_keys[0])
+        lonely = v_zero.reshape(codes.shape) & (codes != zero_code)
+        zeroed += int(lonely.sum())
+        codes.masked_fill_(lonely, zero_code)
     return zeroed
 
 
@@ -115,6 +152,8 @@ def reset_optimizer_state(
                 stats["entries"] += value.numel()
             else:
                 skipped.add(f"{key} {tuple(value.shape)}")
+        if mode in ("magnitude", "random"):
+            stats["zeroed"] += _zero_first_moments_without_second_(state)
     if skipped:
         logger.warning(
             "ReLoRA optimizer reset left these state tensors untouched (not per-entry moments): %s", skipped

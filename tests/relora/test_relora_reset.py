@@ -43,30 +43,50 @@ def test_magnitude_reset_keeps_the_largest_tenth_of_each_factor_moment_only(opti
     optimizer, factors, other = _stepped(optimizer_cls, **kwargs)
     before = {param: _snapshot(optimizer.state[param]) for param in [*factors, other]}
     stats = reset_optimizer_state(optimizer, factors, "magnitude", 0.9)
+    zeroed = 0
     for param in factors:
         state = optimizer.state[param]
+        expected = {key: _expected_top_k(before[param][key], 0.9) for key in moments}
+        if "exp_avg_sq" in expected:
+            # A first moment without its second one would make Adam step by m / ε: it goes too.
+            expected["exp_avg"] = expected["exp_avg"].masked_fill(expected["exp_avg_sq"] == 0, 0)
         for key in moments:
-            assert torch.equal(state[key], _expected_top_k(before[param][key], 0.9)), key
+            assert torch.equal(state[key], expected[key]), key
+            zeroed += int((expected[key] == 0).sum())
         if "step" in state:
             assert torch.equal(torch.as_tensor(state["step"]), torch.as_tensor(before[param]["step"]))
     for key, value in optimizer.state[other].items():
         assert torch.equal(torch.as_tensor(value), torch.as_tensor(before[other][key]))
-    per_moment = sum(round(0.9 * p.numel()) for p in factors)
-    assert stats == {"zeroed": per_moment * len(moments), "entries": sum(p.numel() for p in factors) * len(moments)}
+    assert stats == {"zeroed": zeroed, "entries": sum(p.numel() for p in factors) * len(moments)}
+
+
+@pytest.mark.parametrize("mode", ["magnitude", "random"])
+def test_after_a_reset_a_zero_gradient_step_moves_a_factor_by_at_most_a_few_lr(mode):
+    # Right after a restart B = 0, so A's gradient is exactly zero: Adam must not divide a kept m by a pruned v.
+    optimizer, factors, _ = _stepped(torch.optim.AdamW, steps=5, eps=1e-8)
+    reset_optimizer_state(optimizer, factors, mode, 0.9, torch.Generator().manual_seed(1))
+    before = [p.detach().clone() for p in factors]
+    for param in factors:
+        param.grad = torch.zeros_like(param)
+    optimizer.step()
+    for param, old in zip(factors, before):
+        assert (param - old).abs().max() < 10 * 1e-2  # lr = 1e-2; m̂ / √v̂ stays O(1) where both are kept
 
 
 def test_random_reset_zeroes_about_the_ratio_and_repeats_with_the_same_seed():
     first, factors_1, _ = _stepped(torch.optim.AdamW)
     second, factors_2, _ = _stepped(torch.optim.AdamW)
-    originals = [first.state[p]["exp_avg"].clone() for p in factors_1]
+    originals = [first.state[p]["exp_avg_sq"].clone() for p in factors_1]
     reset_optimizer_state(first, factors_1, "random", 0.5, torch.Generator().manual_seed(4))
     reset_optimizer_state(second, factors_2, "random", 0.5, torch.Generator().manual_seed(4))
     for p1, p2, original in zip(factors_1, factors_2, originals):
-        moment = first.state[p1]["exp_avg"]
-        assert torch.equal(moment, second.state[p2]["exp_avg"])
-        kept = moment != 0
-        assert torch.equal(moment[kept], original[kept])
+        state = first.state[p1]
+        assert torch.equal(state["exp_avg_sq"], second.state[p2]["exp_avg_sq"])
+        assert torch.equal(state["exp_avg"], second.state[p2]["exp_avg"])
+        kept = state["exp_avg_sq"] != 0
+        assert torch.equal(state["exp_avg_sq"][kept], original[kept])
         assert 0.35 < 1 - kept.float().mean() < 0.65  # 320 entries, p = 0.5: std ≈ 0.03
+        assert not ((state["exp_avg"] != 0) & ~kept).any()
 
 
 def test_zero_none_and_drop():
@@ -104,9 +124,13 @@ def test_eight_bit_adamw_state_is_pruned_in_the_quantized_domain():
         new = _dequantize(state[codes], state[qmap], state[absmax])
         kept = new != 0
         assert torch.equal(new[kept], old[kept])  # kept codes and block scales untouched
-        assert int(kept.sum()) <= factor.numel() - round(0.9 * factor.numel())
-        if kept.any():
-            assert old[kept].abs().min() >= old[~kept].abs().max()
+        if codes == "state1":
+            second = _dequantize(state["state2"], state["qmap2"], state["absmax2"])
+            assert not (kept & (second == 0)).any()  # no first moment without its second
+        keep = factor.numel() - round(0.9 * factor.numel())
+        assert int(kept.sum()) <= keep
+        # Kept entries are among the `keep` largest dequantized magnitudes.
+        assert old[kept].abs().min() >= old.abs().reshape(-1).sort(descending=True).values[keep - 1]
     # The optimizer still steps from the pruned state.
     factor.grad = torch.randn(factor.shape, generator=generator)
     optimizer.step()
