@@ -58,6 +58,21 @@ def load_galore_torch_adamw():
         return None
 
 
+def prefill_galore_torch_projectors(optimizer, projected, rank: int, update_proj_gap: int) -> None:
+    """Give galore-torch orthonormal projectors and a step count off the refresh schedule (no SVD in the timing)."""
+    from galore_torch.galore_projector import GaLoreProjector
+
+    for p in projected:
+        m, n = p.shape
+        projector = GaLoreProjector(rank, update_proj_gap=update_proj_gap, scale=0.25, proj_type="std")
+        if m >= n:  # galore-torch's 'std' projects the right side when m >= n: ortho_matrix is Vᴴ[:r] (r×n)
+            projector.ortho_matrix = torch.linalg.qr(torch.randn(n, rank, device=p.device))[0].t().to(p.dtype)
+        else:
+            projector.ortho_matrix = torch.linalg.qr(torch.randn(m, rank, device=p.device))[0].to(p.dtype)
+        optimizer.state[p]["step"] = 1
+        optimizer.state[p]["projector"] = projector
+
+
 def llama_matrices(hidden: int, inter: int, layers: int) -> list[tuple[int, int]]:
     """(out, in) of every GaLore-projected weight of a LLaMA: q, k, v, o, gate, up, down in each layer."""
     return [(hidden, hidden)] * 4 * layers + [(inter, hidden)] * 2 * layers + [(hidden, inter)] * layers

@@ -15,7 +15,7 @@ weights' dtype, as ``torch.optim.AdamW`` keeps it):
 
 Each run: a few warm-up steps, then timed steps (CUDA-synchronised wall clock). Random token batches: throughput
 does not depend on the data. Peak memory is ``torch.cuda.max_memory_allocated`` over the timed steps, next to
-``hf_pept.memory.estimate`` where that module is present. Ratios against ``full`` are computed in the same run.
+``hf_pept.memory.estimate`` for the same run. Ratios against ``full`` are computed in the same run.
 
 Usage: ``python benchmarks/training_throughput.py [--sizes 60m 350m 1b] [--methods ...] [--out DIR]``.
 """
@@ -29,10 +29,18 @@ import sys
 import time
 
 import torch
-from bench_utils import device_slug, environment, load_galore_torch_adamw, write_csv
+from bench_utils import (
+    device_slug,
+    environment,
+    load_galore_torch_adamw,
+    prefill_galore_torch_projectors,
+    write_csv,
+)
 
 RANKS = {"tiny": 8, "60m": 128, "350m": 256, "1b": 512}  # tiny: a CPU smoke run of this script (--device cpu)
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# LoRA and ReLoRA train the embeddings and the output head full-rank (ReLoRA paper §4; hf_pept.memory counts them)
+EMBEDDINGS = ["embed_tokens", "lm_head"]
 METHODS = ["full", "lora", "relora", "galore", "galore-reference", "galore-torch"]
 
 
@@ -76,13 +84,16 @@ def make_optimizer(method: str, model, rank: int, args):
         from peft import LoraConfig, get_peft_model
 
         if method == "lora":
-            config = LoraConfig(r=rank, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS)
+            config = LoraConfig(
+                r=rank, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS, modules_to_save=EMBEDDINGS
+            )
         else:
             config = hf_pept.ReLoRAConfig(
                 r=rank,
                 lora_alpha=32,
                 lora_dropout=0.0,
                 target_modules=TARGETS,
+                modules_to_save=EMBEDDINGS,
                 relora_steps=args.relora_steps,
                 restart_warmup_steps=min(100, args.relora_steps - 1),
                 optimizer_reset="magnitude",
@@ -106,21 +117,6 @@ def make_optimizer(method: str, model, rank: int, args):
         prefill_galore_torch_projectors(optimizer, projected, rank, args.update_proj_gap)
         return model, optimizer, {}
     raise ValueError(f"unknown method {method!r}; valid: {METHODS}")
-
-
-def prefill_galore_torch_projectors(optimizer, projected, rank: int, update_proj_gap: int) -> None:
-    """Give galore-torch orthonormal projectors and a step count off the refresh schedule (no SVD in the timing)."""
-    from galore_torch.galore_projector import GaLoreProjector
-
-    for p in projected:
-        m, n = p.shape
-        projector = GaLoreProjector(rank, update_proj_gap=update_proj_gap, scale=0.25, proj_type="std")
-        if m >= n:  # galore-torch's 'std' projects the right side when m >= n: ortho_matrix is Vᴴ[:r] (r×n)
-            projector.ortho_matrix = torch.linalg.qr(torch.randn(n, rank, device=p.device))[0].t().to(p.dtype)
-        else:
-            projector.ortho_matrix = torch.linalg.qr(torch.randn(m, rank, device=p.device))[0].to(p.dtype)
-        optimizer.state[p]["step"] = 1
-        optimizer.state[p]["projector"] = projector
 
 
 def train_steps(model, optimizer, batch, steps: int) -> list[float]:
@@ -152,33 +148,22 @@ def relora_restart_ms(model, optimizer) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def memory_estimate_gib(size: str, method: str, rank: int, batch: int, seq_len: int, vocab: int):
-    """``hf_pept.memory.estimate`` for this run in GiB, or None where the module or a matching call is missing."""
-    try:
-        from hf_pept import memory
-    except ImportError:
-        return None
-    estimate = getattr(memory, "estimate", None)
-    if estimate is None:
-        return None
-    method_name = {"galore-reference": "galore", "galore-torch": "galore"}.get(method, method)
-    try:
-        result = estimate(
-            size,
-            method=method_name,
-            rank=rank,
-            batch_size=batch,
-            seq_len=seq_len,
-            vocab_size=vocab,
-            weight_dtype="bfloat16",
-        )
-    except TypeError as error:
-        print(f"hf_pept.memory.estimate signature mismatch: {error}", file=sys.stderr)
-        return None
-    total = getattr(result, "total_bytes", None)
-    if total is None and isinstance(result, dict):
-        total = result.get("total_bytes", result.get("total"))
-    return None if total is None else total / 2**30
+def memory_estimate_gib(size: str, method: str, rank: int, batch: int, seq_len: int, vocab: int) -> float:
+    """``hf_pept.memory.estimate`` of this run (pure bf16: weights, gradients, state and activations) in GiB."""
+    from hf_pept.memory import estimate
+
+    method_name = "galore" if method.startswith("galore") else method
+    result = estimate(
+        method_name,
+        model=size,
+        vocab_size=vocab,
+        seq_len=seq_len,
+        batch_size=batch,
+        rank=rank,
+        precision="bf16",
+        weight_dtype="bf16",
+    )
+    return result.total / 2**30
 
 
 def run_one(size: str, method: str, args) -> dict[str, object] | None:
@@ -211,13 +196,14 @@ def run_one(size: str, method: str, args) -> dict[str, object] | None:
         "tokens_per_s": round(tokens / step_s),
         "peak_gib": round(peak, 2),
         "estimate_gib": "",
+        "peak_vs_estimate": "",
         "periodic_ms": "",
         "periodic_every": "",
         "tokens_per_s_amortised": round(tokens / step_s),
     }
     estimate = memory_estimate_gib(size, method, rank, args.batch_size, args.seq_len, args.vocab_size)
-    if estimate is not None:
-        row["estimate_gib"] = round(estimate, 2)
+    row["estimate_gib"] = round(estimate, 2)
+    row["peak_vs_estimate"] = round(peak / estimate, 3)
     periodic_ms = None
     if method in ("galore", "galore-reference"):
         periodic_ms, every = max(warm[0] - step_s, 0.0) * 1e3, args.update_proj_gap  # first step = the refresh
