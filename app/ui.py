@@ -13,6 +13,7 @@ from . import charts, form, gpu, memory_view, runs
 from .backend import RUN_TABLE_HEADERS, Backend
 
 REFRESH_SECONDS = 2.0
+FIELDS_PER_ROW = 2
 CSS = """
 .field-error { color: #b91c1c; font-size: 0.85em; margin-top: -8px; }
 #launch-message, #run-message { min-height: 1.5em; }
@@ -66,13 +67,19 @@ def build_ui(backend: Backend) -> gr.Blocks:
                             open=True,
                             visible=is_run or section.applies_to(_default_method(schema)),
                         ) as accordion:
-                            for spec in section.specs:
-                                inputs.append(_component(spec))
-                                errors.append(
-                                    gr.Markdown(
-                                        "", visible=False, elem_classes=["field-error"], elem_id=f"error-{spec.name}"
-                                    )
-                                )
+                            for start in range(0, len(section.specs), FIELDS_PER_ROW):
+                                with gr.Row(equal_height=False):
+                                    for spec in section.specs[start : start + FIELDS_PER_ROW]:
+                                        with gr.Column(min_width=220):
+                                            inputs.append(_component(spec))
+                                            errors.append(
+                                                gr.Markdown(
+                                                    "",
+                                                    visible=False,
+                                                    elem_classes=["field-error"],
+                                                    elem_id=f"error-{spec.name}",
+                                                )
+                                            )
                         if not is_run:
                             accordions.append((section, accordion))
                 with gr.Column(scale=6):
@@ -266,7 +273,7 @@ def build_ui(backend: Backend) -> gr.Blocks:
             else:
                 note = f"From `{csv_path}`:"
                 csv_update = gr.update(value=pd.DataFrame(csv_rows[1:], columns=csv_rows[0]), visible=True)
-            return figure, pd.DataFrame(rows) if rows else None, note, csv_update
+            return figure, pd.DataFrame(rows).round(4) if rows else None, note, csv_update
 
         compare_outputs = [compare_plot, compare_table, compare_csv_label, compare_csv]
         compare_button.click(on_compare, outputs=compare_outputs)
