@@ -54,7 +54,8 @@ def test_stock_trainer_merges_resets_and_logs_the_jagged_lr(tmp_path):
     assert [r["step"] for r in history if r.get("event") == "relora_merge"] == [4, 8, 12]
     resets = [r for r in history if r.get("event") == "optimizer_reset"]
     assert [r["step"] for r in resets] == [4, 8, 12] and all(r["mode"] == "magnitude" for r in resets)
-    assert all(r["zeroed"] == pytest.approx(0.9 * r["entries"], abs=14 * 2 * 2) for r in resets)
+    # At least 90 % of each moment (up to per-tensor rounding), more where m lost its pruned v.
+    assert all(0.9 * r["entries"] - 14 * 2 * 2 <= r["zeroed"] <= r["entries"] for r in resets)
     # W changes only at merges (the snapshot callback runs after the ReLoRA one).
     changed = [s for s in range(2, 13) if not torch.equal(snapshots[s], snapshots[s - 1])]
     assert changed == [4, 8, 12]
