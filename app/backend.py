@@ -31,6 +31,7 @@ class FormState:
     argv: list[str] = field(default_factory=list)
     command: str = ""
     snippet: str = ""
+    reference_values: dict[str, Any] = field(default_factory=dict)  # every section's valid values
 
 
 def _looks_like_path(text: str) -> bool:
@@ -78,6 +79,11 @@ class Backend:
                 for name in names or changed or [form.GENERAL_ERROR]:
                     errors.setdefault(name, message)
         state = FormState(method=method, typed=typed, errors=errors)
+        for spec in self.schema.specs:
+            try:
+                state.reference_values[spec.name] = form.coerce(spec, values.get(spec.name, spec.default))
+            except ValueError:
+                state.reference_values[spec.name] = spec.default
         if not errors:
             state.argv = form.to_argv(specs, values)
             state.command = form.format_command(state.argv)
@@ -91,14 +97,15 @@ class Backend:
 
     # ----- memory -----
     def memory_bars(self, state: FormState) -> dict[str, dict[str, float]]:
-        """Estimated MB per component: the chosen config, then the reference methods with their default knobs."""
+        """Estimated MB per component: the chosen config, then each reference method with the same model, data
+        shape and rank (the form's values, also those of sections hidden for the chosen method)."""
         if self.estimate is None or state.errors:
             return {}
         bars = {f"this config ({state.method})": memory_view.breakdown_mb(self.estimate(state.method, state.typed))}
-        base = {spec.name: state.typed[spec.name] for spec in self.schema.run.specs if spec.name in state.typed}
         for method in self.reference_methods:
             label = "full-rank AdamW" if method == "full" else method
-            bars[label] = memory_view.breakdown_mb(self.estimate(method, {**base, self.schema.method_field: method}))
+            options = {**state.reference_values, self.schema.method_field: method}
+            bars[label] = memory_view.breakdown_mb(self.estimate(method, options))
         return bars
 
     def measure(self, state: FormState, timeout: float = 600.0) -> float:

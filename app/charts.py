@@ -200,7 +200,5 @@ def perplexity_memory_figure(rows: list[dict], perplexity_key: str, memory_key: 
         x, y = row.get(memory_key), row.get(perplexity_key)
         if isinstance(x, (int, float)) and isinstance(y, (int, float)):
             ax.scatter([x], [y], s=40)
-            ax.annotate(
-                str(row.get("method") or row["run"]), (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points"
-            )
+            ax.annotate(str(row["run"]), (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
     return fig

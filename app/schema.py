@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import form
@@ -188,7 +189,15 @@ def load_estimate(schema: Schema):
     except ImportError:
         return None
 
+    from hf_pept.models import MODEL_SIZES, is_model_size
+
     def estimate(method: str, typed: dict):
+        model = str(typed.get(schema.model_field, ""))
+        if not is_model_size(model) and not Path(model).expanduser().exists():
+            # a hub name would be fetched on every keystroke; the estimate needs a size or a local folder
+            raise ValueError(
+                f"`{schema.model_field}` {model!r} is neither a size ({', '.join(MODEL_SIZES)}) nor a local folder"
+            )
         return memory.estimate(method=method, **{k: v for k, v in typed.items() if k != schema.method_field})
 
     return estimate

@@ -151,7 +151,14 @@ def build_ui(backend: Backend) -> gr.Blocks:
             updates += [state.command or "# fix the highlighted fields", state.snippet]
             for section, _ in accordions:
                 updates.append(gr.update(visible=section.applies_to(state.method)))
-            bars = backend.memory_bars(state)
+            try:
+                bars = backend.memory_bars(state)
+            except (ValueError, TypeError, OSError) as err:
+                updates += [None, f"⚠ Cannot estimate memory for this config: {err}"]
+                return updates
+            if not bars and backend.estimate is None:
+                updates += [None, "Memory estimates need `hf_pept.memory` (not installed)."]
+                return updates
             updates.append(memory_view.memory_figure(bars) if bars else None)
             updates.append(memory_view.memory_table(bars) if bars else "")
             return updates

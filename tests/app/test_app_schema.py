@@ -105,3 +105,26 @@ def test_python_snippet_calls_train_with_what_the_command_parses_to(backend, mon
     from_snippet = {**defaults, **calls[0]}
     from_command = dict(zip(("run", "low_rank", "adapter", "relora", "galore"), run_args.parse_train_args(state.argv)))
     assert from_snippet == from_command
+
+
+def test_memory_panel_estimates_the_real_model_beside_the_references(tmp_path):
+    pytest.importorskip("hf_pept.memory")
+    from hf_pept import models
+    from hf_pept.app.schema import load_estimate
+
+    backend = Backend(SCHEMA, tmp_path, estimate=load_estimate(SCHEMA))
+    bars = backend.memory_bars(backend.form_state(form_values(model="tiny", vocab_size="512", rank="16")))
+    assert list(bars) == ["this config (galore)", "full-rank AdamW", "lora", "relora", "galore"]
+    # Independent reference: full-rank AdamW holds fp32 weights, gradients and two moments of every parameter, plus
+    # torch's fp32 `step` counter per parameter tensor.
+    params = list(models.build_model("tiny", 512).parameters())
+    n = sum(p.numel() for p in params)
+    full = bars["full-rank AdamW"]
+    assert full["weights"] == pytest.approx(4 * n / 2**20)
+    assert full["gradients"] == pytest.approx(4 * n / 2**20)
+    assert full["optimizer_state"] == pytest.approx((8 * n + 4 * len(params)) / 2**20)
+    assert bars["galore"]["optimizer_state"] < full["optimizer_state"]
+    assert bars["lora"]["gradients"] < full["gradients"]
+    # an unknown model is named without trying to fetch it from a hub on every keystroke
+    with pytest.raises(ValueError, match="neither a size"):
+        backend.memory_bars(backend.form_state(form_values(model="no-such-size")))
