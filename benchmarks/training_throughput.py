@@ -4,7 +4,8 @@ Methods, each in a fresh model built from config on the GPU (bf16 weights and gr
 weights' dtype, as ``torch.optim.AdamW`` keeps it):
 
 * ``full``: full-rank training with ``torch.optim.AdamW(fused=True)``;
-* ``lora``: peft LoRA on the attention and MLP projections, rank r, fused AdamW over the factors;
+* ``lora``: peft LoRA on the attention and MLP projections, rank r, adapters cast to bf16 (peft would keep them in
+  fp32), trainable embeddings and head, fused AdamW over what trains;
 * ``relora``: ``hf_pept.ReLoRAConfig`` with the same rank; the steady-state step is LoRA's, and one merge +
   magnitude-pruning reset is timed separately and amortised over ``--relora-steps``;
 * ``galore``: ``hf_pept.GaLoreAdamW`` (attention/MLP weights projected at rank r, scale 0.25, the rest plain AdamW),
@@ -99,7 +100,8 @@ def make_optimizer(method: str, model, rank: int, args):
                 optimizer_reset="magnitude",
                 prune_ratio=0.9,
             )
-        model = get_peft_model(model, config)
+        # peft keeps adapters in fp32 beside bf16 weights by default; all-bf16 as the other methods here.
+        model = get_peft_model(model, config).to(torch.bfloat16)
         trainable = [p for p in model.parameters() if p.requires_grad]
         return model, torch.optim.AdamW(trainable, lr=lr, weight_decay=decay, fused=True), {}
     named = list(model.named_parameters())
