@@ -108,23 +108,22 @@ class Backend:
             bars[label] = memory_view.breakdown_mb(self.estimate(method, options))
         return bars
 
-    def measure(self, state: FormState, timeout: float = 600.0) -> float:
-        """Peak memory (MB) of a short run of this config: ``measure_steps`` steps through the CLI into a scratch
-        folder ``runs_root/.measure``, read back from its ``summary.json``."""
+    def measure(self, state: FormState, timeout: float = 600.0) -> dict[str, Any]:
+        """A short run of this config (``measure_steps`` steps through the CLI, in the scratch folder
+        ``runs_root/.measure``); returns its ``summary.json``, whose ``peak_memory_mb`` is the measured peak."""
         if state.errors:
             raise runs.RunError("Fix the highlighted fields first: " + "; ".join(state.errors.values()))
-        argv = [*state.argv, *self.schema.short_run_argv(self.measure_steps)]
+        argv = [*state.argv, *self.schema.short_run_argv(self.measure_steps, state.typed)]
         name = runs.new_run_name("measure-" + state.method, str(state.typed.get(self.schema.model_field)))
         info = runs.launch(
             self.runs_root / ".measure", name, argv, output_dir_flag=self.schema.output_dir_flag, cli=self.cli
         )
         info = self.wait_finished(info, timeout)
         summary = charts.read_summary(info.path) or {}
-        peak = summary.get(self.memory_key)
-        if not isinstance(peak, (int, float)):
+        if not isinstance(summary.get(self.memory_key), (int, float)):
             tail = info.error_tail or runs.tail(info.path / runs.PROCESS_LOG, 10)
             raise RuntimeError(f"The measuring run ({info.status}) reported no `{self.memory_key}`: {tail}")
-        return float(peak)
+        return summary
 
     perplexity_key = "eval_perplexity"
     memory_key = "peak_memory_mb"

@@ -64,3 +64,21 @@ def memory_table(bars: dict[str, dict[str, float]], measured_mb: dict[str, float
         cells = " | ".join(f"{parts[c]:,.1f}" for c in COMPONENTS)
         lines.append(f"| {label} | {cells} | {total:,.1f} | {measured} |")
     return "\n".join(lines)
+
+
+def measured_note(summary: dict, estimated: dict[str, float] | None) -> str:
+    """What a short run measured, next to the estimate where the two count the same thing.
+
+    On CUDA the peak is the allocator's maximum (comparable to the estimate's total); on CPU it is the process's
+    peak resident memory, which also holds the Python/torch runtime, so only the optimizer state compares exactly.
+    """
+    kind = summary.get("peak_memory_kind", "peak memory")
+    lines = [f"Measured over {summary.get('steps', '?')} steps: peak {summary['peak_memory_mb']:,.1f} MB ({kind})."]
+    if isinstance(summary.get("memory_at_train_start_mb"), (int, float)):
+        lines.append(f"At the start of training: {summary['memory_at_train_start_mb']:,.1f} MB.")
+    if isinstance(summary.get("optimizer_state_mb"), (int, float)) and estimated:
+        lines.append(
+            f"Optimizer state: measured {summary['optimizer_state_mb']:,.2f} MB, "
+            f"estimated {estimated['optimizer_state']:,.2f} MB."
+        )
+    return " ".join(lines)

@@ -67,9 +67,13 @@ class Schema:
 
         return HfArgumentParser(self.parser_classes)
 
-    def short_run_argv(self, steps: int) -> list[str]:
-        """Options that turn any config into a run of ``steps`` optimizer steps (the memory measurement)."""
-        return [f"--{self.max_steps_field}", str(steps)]
+    def short_run_argv(self, steps: int, typed: dict) -> list[str]:
+        """Options that turn a config into a run of ``steps`` optimizer steps (the memory measurement), with its
+        final evaluation on one batch only (evaluation needs less memory than a training step)."""
+        argv = [f"--{self.max_steps_field}", str(steps)]
+        if all(name in typed for name in ("seq_len", "batch_size")):
+            argv += ["--max_eval_tokens", str(int(typed["seq_len"]) * int(typed["batch_size"]))]
+        return argv
 
     @property
     def output_dir_flag(self) -> str:

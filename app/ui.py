@@ -203,16 +203,17 @@ def build_ui(backend: Backend) -> gr.Blocks:
         def on_measure(*raw):
             state = backend.form_state(values_of(raw))
             try:
-                measured = backend.measure(state)
-            except (runs.RunError, ValueError, RuntimeError) as err:
+                summary = backend.measure(state)
+                bars = backend.memory_bars(state)
+            except (runs.RunError, ValueError, RuntimeError, OSError) as err:
                 return gr.update(), gr.update(), f"⚠ {err}"
-            bars = backend.memory_bars(state)
+            peak = float(summary[backend.memory_key])
             label = next(iter(bars), None)
-            measured_mb = {label: measured} if label else {}
+            measured_mb = {label: peak} if label else {}
             return (
-                memory_view.memory_figure(bars, measured_mb),
-                memory_view.memory_table(bars, measured_mb),
-                f"Measured peak memory of a short run of this config: {measured:,.1f} MB.",
+                memory_view.memory_figure(bars, measured_mb) if bars else None,
+                memory_view.memory_table(bars, measured_mb) if bars else "",
+                memory_view.measured_note(summary, bars.get(label) if label else None),
             )
 
         measure_button.click(on_measure, inputs=inputs, outputs=[memory_plot, memory_table, measure_message])

@@ -87,7 +87,9 @@ def test_launch_stop_and_busy_folder(backend):
 
 def test_measure_runs_a_few_steps_and_reads_the_peak(backend):
     state = backend.form_state(defaults(backend))
-    assert backend.measure(state, timeout=30) == 42.5
+    summary = backend.measure(state, timeout=30)
+    assert summary["peak_memory_mb"] == 42.5
+    assert not backend.list_runs()  # the scratch run is not one of the user's runs
 
 
 def test_compare_table_reads_the_newest_comparison_csv(backend):

@@ -42,3 +42,18 @@ def test_figure_stacks_the_four_components():
     patches = fig.axes[0].patches
     assert [(p.get_y(), p.get_height()) for p in patches] == [(0.0, 1.0), (1.0, 2.0), (3.0, 3.0), (6.0, 4.0)]
     assert fig.axes[0].collections[0].get_offsets().tolist() == [[0.0, 9.0]]
+
+
+def test_measured_note_puts_measured_beside_estimated_optimizer_state():
+    summary = {
+        "steps": 5,
+        "peak_memory_mb": 700.0,
+        "peak_memory_kind": "process_peak_rss",
+        "memory_at_train_start_mb": 650.0,
+        "optimizer_state_mb": 1.27,
+    }
+    note = memory_view.measured_note(summary, {"optimizer_state": 1.268})
+    assert note == (
+        "Measured over 5 steps: peak 700.0 MB (process_peak_rss). At the start of training: 650.0 MB. "
+        "Optimizer state: measured 1.27 MB, estimated 1.27 MB."
+    )
