@@ -5,6 +5,7 @@ python examples/pretrain_galore.py --model tiny --max_steps 50
 
 import argparse
 
+import torch
 from transformers import Trainer, TrainingArguments
 
 import hf_pept  # noqa: F401  (makes optim="galore_adamw" run hf-pept's GaLore)
@@ -40,10 +41,14 @@ def main(argv=None):
         logging_steps=max(1, args.max_steps // 10),
         save_strategy="no",
         report_to=[],
+        use_cpu=not torch.cuda.is_available(),
+        ddp_backend=None if torch.cuda.is_available() else "gloo",  # CPU ranks (examples/ddp_accelerate.sh)
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds)
     trainer.train()
-    print(f"held-out perplexity: {perplexity(trainer.evaluate()['eval_loss']):.2f}")
+    ppl = perplexity(trainer.evaluate()["eval_loss"])
+    if trainer.is_world_process_zero():
+        print(f"held-out perplexity: {ppl:.2f} ({training_args.world_size} training process(es))")
 
 
 if __name__ == "__main__":

@@ -38,4 +38,4 @@ def test_relora_example_merges(env, tmp_path):
 
 def test_ddp_example_runs_two_processes(env, tmp_path):
     out = _run(["bash", str(EXAMPLES / "ddp_accelerate.sh"), "--max_steps", "3", "--rank", "8"], env, tmp_path)
-    assert out.count("held-out perplexity:") >= 1
+    assert "(2 training process(es))" in out
