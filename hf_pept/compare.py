@@ -165,7 +165,9 @@ def plot(runs: dict[str, tuple[dict, list[dict]]], rows: list[dict[str, Any]], p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (curves, bars) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    fig, (curves, bars, state_bars) = plt.subplots(
+        1, 3, figsize=(15, 4.5), constrained_layout=True, gridspec_kw={"width_ratios": [2, 1, 1]}
+    )
     marker_styles = {"relora_merge": ("v", "ReLoRA merge"), "projector_update": ("|", "GaLore projector refresh")}
     for method, (_, records) in runs.items():
         points = [(r["step"], r["eval_perplexity"]) for r in records if "eval_perplexity" in r]
@@ -184,15 +186,14 @@ def plot(runs: dict[str, tuple[dict, list[dict]]], rows: list[dict[str, Any]], p
     curves.set_title("eval perplexity (markers: merges / projector refreshes)", fontsize=10)
     curves.legend(fontsize=7)
     names = [row["method"] for row in rows]
-    peak = [row.get("peak_memory_mb") or 0 for row in rows]
-    state = [row.get("optimizer_state_mb") or 0 for row in rows]
-    xs = range(len(names))
-    bars.bar([x - 0.2 for x in xs], peak, width=0.4, label="peak memory (MB)")
-    bars.bar([x + 0.2 for x in xs], state, width=0.4, label="optimizer state (MB)")
-    bars.set_xticks(list(xs), names)
-    bars.set_ylabel("MB")
-    bars.set_title("memory", fontsize=10)
-    bars.legend(fontsize=8)
+    for axis, key, label in (
+        (bars, "peak_memory_mb", "peak memory (MB)"),
+        (state_bars, "optimizer_state_mb", "optimizer state (MB)"),
+    ):
+        values = [row.get(key) or 0 for row in rows]
+        drawn = axis.bar(names, values, color=[f"C{i}" for i in range(len(names))])
+        axis.bar_label(drawn, fmt="%.1f", fontsize=8)
+        axis.set_title(label, fontsize=10)
     fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -232,8 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{budget.batch_size * budget.seq_len:,} tokens each, rank {budget.rank}, seed {budget.seed}; runs in {out}",
         flush=True,
     )
-    runs: dict[str, tuple[dict, list[dict]]] = {}
     started = time.perf_counter()
+    # Tokenizer and token cache first, so no run pays for them or carries their memory in its peak.
+    from . import data
+
+    data.build_datasets(data.get_tokenizer(budget.vocab_size), budget.seq_len)
+    runs: dict[str, tuple[dict, list[dict]]] = {}
     for index, method in enumerate(methods, start=1):
         run_dir = out / method
         print(f"[{index}/{len(methods)}] {method}", flush=True)
