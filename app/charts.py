@@ -99,15 +99,20 @@ def points_summary(runs: list[RunMetrics]) -> str:
     return "\n".join(lines)
 
 
+def _figure(figsize: tuple[float, float]):
+    """A figure outside pyplot's registry: the app draws one every refresh, and pyplot would keep them all."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, layout="constrained")
+
+
 def training_figure(runs: list[RunMetrics], smoothing: float = 0.9):
     """A 2×3 grid of the PANELS, each run one colour, events as vertical lines on the loss and LR panels."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), constrained_layout=True)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = _figure(figsize=(13, 6.5))
+    axes = fig.subplots(2, 3)
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (key, title) in zip(axes.flat, PANELS):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
@@ -131,7 +136,7 @@ def training_figure(runs: list[RunMetrics], smoothing: float = 0.9):
         if not drawn:
             ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes, color="gray")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    handles += _event_legend(runs, plt)
+    handles += _event_legend(runs)
     if handles:
         axes.flat[0].legend(handles=handles, fontsize=7, loc="upper right")
     return fig
@@ -154,10 +159,12 @@ def _draw_events(ax, events: list[dict]) -> None:
         ax.axvline(step, linewidth=0.8, alpha=0.7, **style)
 
 
-def _event_legend(runs: list[RunMetrics], plt) -> list:
+def _event_legend(runs: list[RunMetrics]) -> list:
+    from matplotlib.lines import Line2D
+
     present = {event.get(EVENT_KEY) for run in runs for event in run.events}
     return [
-        plt.Line2D([], [], linewidth=0.8, label=name.replace("_", " "), **style)
+        Line2D([], [], linewidth=0.8, label=name.replace("_", " "), **style)
         for name, style in EVENT_STYLES.items()
         if name in present
     ]
@@ -187,12 +194,8 @@ def _is_scalar(value) -> bool:
 
 def perplexity_memory_figure(rows: list[dict], perplexity_key: str, memory_key: str):
     """Scatter of eval perplexity against peak memory, one labelled point per finished run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
+    fig = _figure(figsize=(6.5, 4.5))
+    ax = fig.subplots()
     ax.set_xlabel("peak memory (MB)")
     ax.set_ylabel("eval perplexity")
     ax.set_title("finished runs: perplexity vs memory", fontsize=10)

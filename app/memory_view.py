@@ -27,13 +27,11 @@ def breakdown_mb(estimate) -> dict[str, float]:
 
 def memory_figure(bars: dict[str, dict[str, float]], measured_mb: dict[str, float] | None = None):
     """Stacked bar per label (MB); a measured peak is drawn as a black marker on its bar."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .charts import _figure
 
     labels = list(bars)
-    fig, ax = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
+    fig = _figure(figsize=(7, 3.8))
+    ax = fig.subplots()
     bottoms = [0.0] * len(labels)
     for component in COMPONENTS:
         heights = [bars[label][component] for label in labels]

@@ -43,7 +43,7 @@ class RunError(ValueError):
 class RunInfo:
     name: str
     path: Path
-    status: str  # running | stopping | finished | stopped | failed | created
+    status: str  # running | stopping | finished | stopped | failed | unknown (not launched here, no summary yet)
     pid: int | None
     command: list[str]
     last_step: int | None
@@ -144,7 +144,7 @@ def run_info(run_dir: str | os.PathLike) -> RunInfo:
     elif has_summary:
         status = "finished"
     elif record is None:
-        status = "created"
+        status = "unknown"  # a plain `hf-pept train` run still going, or one that died: no process record
     else:
         status = "failed"
     error_tail = ""

@@ -90,3 +90,11 @@ def test_comparison_rows_come_from_summaries_of_finished_runs(tmp_path):
     pytest.importorskip("matplotlib")
     fig = charts.perplexity_memory_figure(rows, "eval_perplexity", "peak_memory_mb")
     assert fig.axes[0].collections[0].get_offsets().tolist() == [[120.0, 30.5]]
+
+
+def test_figures_are_not_kept_by_pyplot(tmp_path):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    before = len(plt.get_fignums())
+    for _ in range(3):
+        charts.training_figure([charts.read_metrics(tmp_path)])
+    assert len(plt.get_fignums()) == before  # a 2-second refresh would otherwise leak one figure per tick

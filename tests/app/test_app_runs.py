@@ -122,3 +122,12 @@ def test_bad_run_names_are_refused(tmp_path, fake_cli, name):
 def test_list_runs_of_a_missing_root_is_empty(tmp_path):
     assert runs.list_runs(tmp_path / "none") == []
     assert runs.list_runs(Path(tmp_path)) == []
+
+
+def test_a_folder_written_by_the_plain_cli_is_listed(tmp_path):
+    run_dir = tmp_path / "cli-run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    assert [(r.name, r.status, r.last_step) for r in runs.list_runs(tmp_path)] == [("cli-run", "unknown", 1)]
+    (run_dir / "summary.json").write_text("{}")
+    assert runs.run_info(run_dir).status == "finished"
