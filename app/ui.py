@@ -143,7 +143,9 @@ def build_ui(backend: Backend) -> gr.Blocks:
         def values_of(raw) -> dict:
             return dict(zip(names, raw))
 
-        def on_form(*raw):
+        drawn_bars = gr.State(None)  # per page: the bars last drawn, so unchanged bars are not redrawn
+
+        def on_form(last_bars, *raw):
             state = backend.form_state(values_of(raw))
             general = state.errors.get(form.GENERAL_ERROR, "")
             updates = _error_updates(specs, state.errors)
@@ -154,14 +156,13 @@ def build_ui(backend: Backend) -> gr.Blocks:
             try:
                 bars = backend.memory_bars(state)
             except (ValueError, TypeError, OSError) as err:
-                updates += [None, f"⚠ Cannot estimate memory for this config: {err}"]
-                return updates
+                return [*updates, None, f"⚠ Cannot estimate memory for this config: {err}", None]
             if not bars and backend.estimate is None:
-                updates += [None, "Memory estimates need `hf_pept.memory` (not installed)."]
-                return updates
-            updates.append(memory_view.memory_figure(bars) if bars else None)
-            updates.append(memory_view.memory_table(bars) if bars else "")
-            return updates
+                return [*updates, None, "Memory estimates need `hf_pept.memory` (not installed).", None]
+            if bars and bars == last_bars:
+                return [*updates, gr.update(), gr.update(), last_bars]
+            figure = memory_view.memory_figure(bars) if bars else None
+            return [*updates, figure, memory_view.memory_table(bars) if bars else "", bars]
 
         form_outputs = [
             *errors,
@@ -171,10 +172,12 @@ def build_ui(backend: Backend) -> gr.Blocks:
             *[acc for _, acc in accordions],
             memory_plot,
             memory_table,
+            drawn_bars,
         ]
+        form_inputs = [drawn_bars, *inputs]
         for component in inputs:
-            component.change(on_form, inputs=inputs, outputs=form_outputs, trigger_mode="always_last")
-        demo.load(on_form, inputs=inputs, outputs=form_outputs)
+            component.change(on_form, inputs=form_inputs, outputs=form_outputs, trigger_mode="always_last")
+        demo.load(on_form, inputs=form_inputs, outputs=form_outputs)
 
         def on_load_command(text):
             try:
@@ -219,7 +222,9 @@ def build_ui(backend: Backend) -> gr.Blocks:
         measure_button.click(on_measure, inputs=inputs, outputs=[memory_plot, memory_table, measure_message])
 
         # ----- runs events -----
-        def refresh(shown_names, selected_name):
+        drawn_curves = gr.State(None)  # per page: what the chart shows (runs and record counts)
+
+        def refresh(shown_names, selected_name, last_drawn):
             infos = backend.list_runs()
             all_names = [info.name for info in infos]
             shown_names = [n for n in (shown_names or []) if n in all_names]
@@ -231,21 +236,30 @@ def build_ui(backend: Backend) -> gr.Blocks:
             current = by_name.get(selected_name)
             metrics = backend.metrics(sorted(shown_names))  # sorted: a run keeps its colour between refreshes
             tail = current.error_tail if current is not None and current.status == "failed" else ""
+            drawn = [(run.name, len(run.records), len(run.events)) for run in metrics]
+            if not metrics:
+                figure = None
+            elif drawn == last_drawn:
+                figure = gr.update()  # nothing new: keep the picture instead of redrawing it every tick
+            else:
+                figure = charts.training_figure(metrics)
             return (
                 backend.run_table(infos),
                 gr.update(choices=all_names, value=shown_names),
                 gr.update(choices=all_names, value=selected_name),
                 gr.update(choices=current.checkpoints if current else []),
                 charts.points_summary(metrics),
-                charts.training_figure(metrics) if metrics else None,
+                figure,
                 gr.update(value=tail, visible=bool(tail)),
                 gpu.format_status(gpu.gpu_status()) if gpu.cuda_present() else "",
+                drawn,
             )
 
-        refresh_outputs = [run_table, shown, selected, checkpoint, points, chart, error_tail, gpu_panel]
+        refresh_outputs = [run_table, shown, selected, checkpoint, points, chart, error_tail, gpu_panel, drawn_curves]
+        refresh_inputs = [shown, selected, drawn_curves]
         timer = gr.Timer(REFRESH_SECONDS)
-        timer.tick(refresh, inputs=[shown, selected], outputs=refresh_outputs, show_progress="hidden")
-        demo.load(refresh, inputs=[shown, selected], outputs=refresh_outputs)
+        timer.tick(refresh, inputs=refresh_inputs, outputs=refresh_outputs, show_progress="hidden")
+        demo.load(refresh, inputs=refresh_inputs, outputs=refresh_outputs)
 
         def on_stop(name):
             try:
