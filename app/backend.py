@@ -176,7 +176,12 @@ class Backend:
         return [charts.read_metrics(self.runs_root / name) for name in names if (self.runs_root / name).is_dir()]
 
     def comparison(self) -> list[dict]:
-        return charts.comparison_rows([info.path for info in self.list_runs() if info.status == "finished"])
+        """Finished runs of the runs folder, and those of the newest ``hf-pept compare`` folder inside it."""
+        finished = [info.path for info in self.list_runs() if info.status == "finished"]
+        csv_path, _ = self.compare_table()
+        if csv_path is not None and csv_path.parent != self.runs_root:
+            finished += [info.path for info in runs.list_runs(csv_path.parent) if info.status == "finished"]
+        return charts.comparison_rows(finished, root=self.runs_root)
 
     def compare_table(self) -> tuple[Path | None, list[list[str]]]:
         """The newest ``comparison.csv`` that ``hf-pept compare`` wrote under the runs folder (path, rows)."""

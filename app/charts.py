@@ -178,13 +178,16 @@ def read_summary(run_dir: str | Path) -> dict | None:
     return summary if isinstance(summary, dict) else None
 
 
-def comparison_rows(run_dirs: list[Path]) -> list[dict]:
-    """One row per finished run from its ``summary.json`` (the same file ``hf-pept compare`` tabulates)."""
+def comparison_rows(run_dirs: list[Path], root: Path | None = None) -> list[dict]:
+    """One row per finished run from its ``summary.json`` (the same file ``hf-pept compare`` tabulates), named by
+    its path under ``root`` (or its folder name)."""
     rows = []
     for run_dir in run_dirs:
         summary = read_summary(run_dir)
         if summary is not None:
-            rows.append({"run": Path(run_dir).name, **{k: v for k, v in summary.items() if _is_scalar(v)}})
+            run_dir = Path(run_dir)
+            name = run_dir.relative_to(root).as_posix() if root and run_dir.is_relative_to(root) else run_dir.name
+            rows.append({"run": name, **{k: v for k, v in summary.items() if _is_scalar(v)}})
     return rows
 
 

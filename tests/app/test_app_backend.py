@@ -100,3 +100,15 @@ def test_compare_table_reads_the_newest_comparison_csv(backend):
     path, rows = backend.compare_table()
     assert path == folder / "comparison.csv"
     assert rows == [["method", "eval perplexity"], ["full", "30.1"], ["galore", "30.9"]]
+
+
+def test_comparison_includes_the_runs_of_a_compare_folder(backend):
+    folder = backend.runs_root / "compare"
+    for method, ppl in (("full", 30.1), ("galore", 30.9)):
+        (folder / method).mkdir(parents=True)
+        (folder / method / "summary.json").write_text(f'{{"method": "{method}", "eval_perplexity": {ppl}}}')
+        (folder / method / "metrics.jsonl").write_text('{"step": 1, "loss": 3.0}\n')
+    assert backend.comparison() == []  # no comparison.csv yet: only the runs folder's own runs
+    (folder / "comparison.csv").write_text("method,eval perplexity\nfull,30.1\ngalore,30.9\n")
+    rows = sorted(backend.comparison(), key=lambda row: row["run"])
+    assert [(row["run"], row["eval_perplexity"]) for row in rows] == [("compare/full", 30.1), ("compare/galore", 30.9)]
