@@ -55,6 +55,8 @@ class Budget:
     batch_size: int = 8
     rank: int = 64  # a quarter of the 20m model's width, as rank 128 of the 60M model's 512 in both papers
     seed: int = 42
+    max_eval_tokens: int = 16384
+    max_train_tokens: int | None = None
 
     def __post_init__(self):
         if not self.scale > 0:
@@ -74,8 +76,11 @@ class Budget:
             "--batch_size", str(self.batch_size), "--max_steps", str(max_steps), "--seed", str(self.seed),
             "--rank", str(self.rank), "--eval_steps", str(max(1, max_steps // 5)),
             "--logging_steps", str(max(1, max_steps // 40)), "--save_steps", "0", "--save_total_limit", "1",
-            "--max_eval_tokens", "16384", "--lora_dropout", "0.0",
+            "--max_eval_tokens", str(self.max_eval_tokens), "--lora_dropout", "0.0",
         ]  # fmt: skip
+
+    def data_argv(self) -> list[str]:
+        return [] if self.max_train_tokens is None else ["--max_train_tokens", str(self.max_train_tokens)]
 
     def method_argv(self, method: str) -> list[str]:
         """Method knobs scaled to the budget: ReLoRA warm-starts full-rank for the first quarter (Lialin et al.
@@ -92,13 +97,18 @@ class Budget:
 
     def argv(self, method: str, output_dir: Path, device: str) -> list[str]:
         return [
-            "train", "--method", method, *self.common_argv(), *self.method_argv(method),
+            "train", "--method", method, *self.common_argv(), *self.data_argv(), *self.method_argv(method),
             "--device", device, "--output_dir", str(output_dir),
         ]  # fmt: skip
 
 
 def _cli() -> list[str]:
     return [sys.executable, "-c", "import sys; from hf_pept.cli import main; sys.exit(main())"]
+
+
+def run_train(argv: list[str]) -> int:
+    """``hf-pept <argv>`` in a fresh process (its peak memory is its own); the exit status."""
+    return subprocess.run([*_cli(), *argv], env={**os.environ}).returncode
 
 
 def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -210,9 +220,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--vocab_size", type=int, default=Budget.vocab_size, help="BPE vocabulary size.")
     parser.add_argument("--seed", type=int, default=Budget.seed, help="Seed shared by every method.")
     parser.add_argument(
+        "--max_eval_tokens", type=int, default=Budget.max_eval_tokens, help="Held-out tokens per evaluation."
+    )
+    parser.add_argument(
         "--methods",
         default=",".join(DEFAULT_METHODS),
         help=f"Comma-separated methods, full-rank first (choices: {', '.join(METHODS)}).",
+    )
+    parser.add_argument(
+        "--max_train_tokens", type=int, default=None, help="Train on the first N tokens only (default: all)."
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="Where to train.")
     parser.add_argument("--output_dir", default="runs/compare", help="Folder of the runs, CSV and plot.")
@@ -225,7 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ValueError(f"--methods {args.methods!r} has unknown method(s) {unknown}; choose from {list(METHODS)}")
-    budget = Budget(args.budget, args.model, args.vocab_size, args.seq_len, args.batch_size, args.rank, args.seed)
+    budget = Budget(
+        args.budget,
+        args.model,
+        args.vocab_size,
+        args.seq_len,
+        args.batch_size,
+        args.rank,
+        args.seed,
+        args.max_eval_tokens,
+    )
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     print(
@@ -237,14 +262,19 @@ def main(argv: list[str] | None = None) -> int:
     # Tokenizer and token cache first, so no run pays for them or carries their memory in its peak.
     from . import data
 
-    data.build_datasets(data.get_tokenizer(budget.vocab_size), budget.seq_len)
+    data.build_datasets(
+        data.get_tokenizer(budget.vocab_size),
+        budget.seq_len,
+        max_train_tokens=budget.max_train_tokens,
+        max_eval_tokens=budget.max_eval_tokens,
+    )
     runs: dict[str, tuple[dict, list[dict]]] = {}
     for index, method in enumerate(methods, start=1):
         run_dir = out / method
         print(f"[{index}/{len(methods)}] {method}", flush=True)
-        result = subprocess.run([*_cli(), *budget.argv(method, run_dir, args.device)], env={**os.environ})
-        if result.returncode != 0:
-            print(f"  {method} failed (exit {result.returncode}); see {run_dir / 'stdout.log'}", file=sys.stderr)
+        returncode = run_train(budget.argv(method, run_dir, args.device))
+        if returncode != 0:
+            print(f"  {method} failed (exit {returncode}); see {run_dir / 'stdout.log'}", file=sys.stderr)
             continue
         summary, records = read_run(run_dir)
         summary["run_dir"] = str(run_dir)
