@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import platform
 import statistics
 import sys
 import time
@@ -198,6 +199,17 @@ def print_table(rows: list[dict], env: dict) -> None:
         )
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -228,6 +240,8 @@ def main(argv=None) -> None:
     else:
         print("galore-torch not installed: its rows are skipped (pip install galore-torch)")
     env = environment()
+    if args.device == "cpu":  # the shared helper names the GPU whenever one exists; this run used the CPU
+        env["device"] = f"cpu: {_cpu_name()} ({os.cpu_count()} logical cores)"
     env["threads"] = str(torch.get_num_threads())
     env["bitsandbytes"] = "yes" if bitsandbytes_available() else "no (8-bit variant keeps fp32 moments)"
     rows = []
