@@ -4,6 +4,7 @@ python examples/pretrain_galore.py --model tiny --max_steps 50
 """
 
 import argparse
+import os
 
 import torch
 from transformers import Trainer, TrainingArguments
@@ -28,6 +29,7 @@ def main(argv=None):
         tokenizer, seq_len=128, max_train_tokens=args.max_steps * 8 * 128, max_eval_tokens=8192
     )
     model = build_llama(args.model, vocab_size=len(tokenizer), seed=0)
+    launched_on_cpu_ranks = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     training_args = TrainingArguments(
         args.output_dir,
         optim="galore_adamw",
@@ -42,7 +44,9 @@ def main(argv=None):
         save_strategy="no",
         report_to=[],
         use_cpu=not torch.cuda.is_available(),
-        ddp_backend=None if torch.cuda.is_available() else "gloo",  # CPU ranks (examples/ddp_accelerate.sh)
+        # CPU ranks started by examples/ddp_accelerate.sh join a gloo group; a single process needs no backend
+        # (naming one outside a launcher makes accelerate look for a process group that does not exist).
+        ddp_backend="gloo" if launched_on_cpu_ranks else None,
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds)
     trainer.train()

@@ -1,7 +1,15 @@
 import os
 
-import pytest
 import torch
+
+# Without CUDA, Triton can only run kernels in its CPU interpreter, and it reads TRITON_INTERPRET when it is first
+# imported (its own standard-library functions are decorated then) and when each kernel is decorated. Other test
+# modules import Triton indirectly at collection (bitsandbytes does), so the variable is set here, before anything
+# else. It changes nothing outside tests/kernels: the dispatchers never send CPU tensors to Triton.
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

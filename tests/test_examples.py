@@ -13,7 +13,16 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "hf_pept_cache"
-    return {**os.environ, "HF_PEPT_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
+    # The scripts' own commands (python, accelerate) resolve as in an activated environment, even when the tests
+    # run through .venv/bin/python with the system PATH (as `make test` does).
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    return {
+        **os.environ,
+        "PATH": path,
+        "HF_PEPT_CACHE": str(cache),
+        "TOKENIZERS_PARALLELISM": "false",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
 
 
 def _run(command, env, cwd):
