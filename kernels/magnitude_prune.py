@@ -27,14 +27,14 @@ import torch
 from .dispatch import kernels_enabled
 
 
-def _check_ratio(prune_ratio: float) -> None:
+def check_prune_ratio(prune_ratio: float) -> None:
     if not 0.0 <= prune_ratio <= 1.0:
         raise ValueError(f"prune_ratio must be in [0, 1], got {prune_ratio!r}")
 
 
 def magnitude_prune_reference(tensor: torch.Tensor, prune_ratio: float) -> int:
     """Zero the ``round(prune_ratio * numel)`` smallest-magnitude entries of ``tensor`` in place; return that count."""
-    _check_ratio(prune_ratio)
+    check_prune_ratio(prune_ratio)
     numel = tensor.numel()
     k = round(prune_ratio * numel)
     if k == 0:
@@ -63,7 +63,7 @@ def magnitude_prune_reference(tensor: torch.Tensor, prune_ratio: float) -> int:
 
 def random_prune_(tensor: torch.Tensor, prune_ratio: float, generator: torch.Generator | None = None) -> int:
     """Zero each entry of ``tensor`` with probability ``prune_ratio`` in place; return how many were zeroed."""
-    _check_ratio(prune_ratio)
+    check_prune_ratio(prune_ratio)
     if prune_ratio == 0.0:
         return 0
     draw = torch.rand(tensor.shape, generator=generator, device=tensor.device, dtype=torch.float32)

@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 from .dispatch import interpreting
+from .magnitude_prune import check_prune_ratio
 
 # (shift, bits) of the three radix digits of the 31-bit pattern of |x| (the sign bit is cleared).
 _DIGITS = ((20, 11), (10, 10), (0, 10))
@@ -115,8 +116,7 @@ def _prune_contiguous(flat: torch.Tensor, k: int) -> None:
 
 def magnitude_prune_triton(tensor: torch.Tensor, prune_ratio: float) -> int:
     """Same contract as :func:`~hf_pept.kernels.magnitude_prune.magnitude_prune_reference`."""
-    if not 0.0 <= prune_ratio <= 1.0:
-        raise ValueError(f"prune_ratio must be in [0, 1], got {prune_ratio!r}")
+    check_prune_ratio(prune_ratio)
     if tensor.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ValueError(f"magnitude_prune_triton supports float32, bfloat16 and float16, got {tensor.dtype}")
     numel = tensor.numel()
