@@ -312,6 +312,8 @@ def _train_in(run_dir: Path, resume, run, low_rank, adapter, relora, galore) -> 
         f"{device}, {precision}; {tokens_per_step:,} tokens per optimizer step"
     )
     trainer.train(resume_from_checkpoint=resume)
+    # After training: ReLoRA's warm start trains the adapted weights too, its low-rank phase only the factors.
+    trained_params = models.count_parameters(trainer.model, trainable_only=True)
     stopped = stop_requested(run_dir)
     last_eval = next((r for r in reversed(trainer.state.log_history) if "eval_loss" in r), None)
     if not stopped and (last_eval is None or last_eval.get("step") != trainer.state.global_step):
