@@ -108,23 +108,20 @@ def test_activations_within_20_percent_of_saved_tensors(size, vocab, batch, seq)
 
 
 @pytest.mark.gpu
-def test_cuda_peak_matches_the_estimate():
-    torch.manual_seed(0)
+def test_cuda_allocation_after_forward_matches_the_activation_estimate():
+    """What the CUDA allocator holds after the forward pass (the output, logits included, already dropped) is the
+    saved activations: measured by the allocator instead of by autograd's hooks."""
     device = torch.device("cuda")
-    model = build_llama("20m", 4096, seed=0).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model = build_llama("20m", 4096, max_position_embeddings=256, seed=0).to(device)
     ids = torch.randint(0, 4096, (8, 256), device=device)
-    for _ in range(2):  # the second step has optimizer state allocated before the forward
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        model(input_ids=ids, labels=ids).loss.backward()
-        peak_backward = torch.cuda.max_memory_allocated() - before
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    loss = model(input_ids=ids, labels=ids).loss
+    torch.cuda.synchronize()
+    held = torch.cuda.memory_allocated() - before
+    loss.backward()
     expected = memory.estimate("full", model="20m", vocab_size=4096, seq_len=256, batch_size=8, precision="fp32")
-    # Peak of forward + backward above the resident weights and optimizer state: activations + gradients.
-    assert abs(peak_backward - (expected.activations + expected.gradients)) / peak_backward < 0.2
+    assert abs(expected.activations - held) / held < 0.2, (expected.activations, held)
 
 
 def test_estimate_rejects_bad_input():
