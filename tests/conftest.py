@@ -27,3 +27,19 @@ def pytest_collection_modifyitems(config, items):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """hf_pept's cache (tokenizers, token blocks) in the session's temp folder, shared by every module that asks,
+    so the built-in tokenizer is trained once per test session."""
+    from hf_pept import data
+
+    path = tmp_path_factory.getbasetemp() / "hf_pept_cache"
+    previous = os.environ.get(data.CACHE_ENV)
+    os.environ[data.CACHE_ENV] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop(data.CACHE_ENV, None)
+    else:
+        os.environ[data.CACHE_ENV] = previous

@@ -70,21 +70,6 @@ def test_method_defaults():
     assert {m for _, _, methods in sections for m in methods} == set(run_args.METHODS) - {"full"}
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    # The same folder as tests/test_data.py's: the tokenizer is trained once per session.
-    from hf_pept import data
-
-    path = tmp_path_factory.getbasetemp() / "hf_pept_cache"
-    previous = os.environ.get(data.CACHE_ENV)
-    os.environ[data.CACHE_ENV] = str(path)
-    yield path
-    if previous is None:
-        os.environ.pop(data.CACHE_ENV, None)
-    else:
-        os.environ[data.CACHE_ENV] = previous
-
-
 TINY_RUN = [
     "--model", "tiny", "--vocab_size", "512", "--seq_len", "32", "--batch_size", "4", "--max_steps", "6",
     "--logging_steps", "2", "--eval_steps", "3", "--save_steps", "3", "--max_train_tokens", "4096",

@@ -1,26 +1,12 @@
 """Built-in corpus, BPE tokenizer and token blocks, checked against independent re-computations."""
 
 import json
-import os
 import sys
 
 import pytest
 import torch
 
 from hf_pept import data
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    # Shared by every test module of the session (same basetemp), so the tokenizer is trained once.
-    path = tmp_path_factory.getbasetemp() / "hf_pept_cache"
-    previous = os.environ.get(data.CACHE_ENV)
-    os.environ[data.CACHE_ENV] = str(path)
-    yield path
-    if previous is None:
-        os.environ.pop(data.CACHE_ENV, None)
-    else:
-        os.environ[data.CACHE_ENV] = previous
 
 
 @pytest.fixture(scope="module")
