@@ -106,6 +106,25 @@ def test_weight_decay_is_decoupled_on_the_full_weight(name, tmp_path):
         torch.testing.assert_close(after[decay][n] - after[0.0][n], expected, rtol=1e-4, atol=1e-7, msg=n)
 
 
+@pytest.mark.parametrize("name", ["galore_adamw", "galore_adamw_8bit"])
+def test_max_grad_norm_clips_the_gradient_our_step_reads(name, tmp_path):
+    """Clipping the gradient to a norm far below Adam's ε leaves almost no step, projected weights included;
+    unclipped, every weight moves by about the learning rate. (Adafactor is scale-invariant, so clipping cannot show
+    in its step; the layer-wise variants refuse clipping, tested below.)"""
+    moved = {}
+    for max_norm in (0.0, 1e-9):
+        args = galore_args(tmp_path / str(max_norm), name, max_steps=1, weight_decay=0.0, max_grad_norm=max_norm)
+        trainer = Trainer(model=tiny_llama(), args=args, train_dataset=RandomTokens())
+        trainer.train()
+        initial = dict(tiny_llama().named_parameters())
+        moved[max_norm] = {
+            n: (p.detach() - initial[n].detach()).abs().max().item() for n, p in trainer.model.named_parameters()
+        }
+    for n in ("model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight", "lm_head.weight"):
+        assert moved[0.0][n] > 1e-4, (n, moved[0.0][n])
+        assert moved[1e-9][n] < 0.05 * moved[0.0][n], (n, moved[1e-9][n], moved[0.0][n])
+
+
 def test_adam_hyperparameters_reach_the_optimizer(tmp_path):
     args = galore_args(tmp_path, "galore_adamw", adam_beta1=0.8, adam_beta2=0.95, adam_epsilon=1e-6, weight_decay=0.05)
     optimizer = Trainer(model=tiny_llama(), args=args, train_dataset=RandomTokens()).create_optimizer()
