@@ -22,3 +22,12 @@ def record_event(state: Any, name: str, **fields: Any) -> dict[str, Any]:
 
 def is_event(record: dict[str, Any]) -> bool:
     return EVENT_KEY in record
+
+
+def unwrap_optimizer(optimizer: Any) -> Any:
+    """The user's optimizer inside accelerate's ``AcceleratedOptimizer`` (and similar ``.optimizer`` wrappers)."""
+    seen = set()
+    while optimizer is not None and hasattr(optimizer, "optimizer") and id(optimizer) not in seen:
+        seen.add(id(optimizer))
+        optimizer = optimizer.optimizer
+    return optimizer

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from .events import is_event
+from .events import is_event, unwrap_optimizer
 
 METRICS_FILE = "metrics.jsonl"
 MB = 2**20
@@ -96,15 +96,6 @@ class PeakMemory:
     @property
     def kind(self) -> str:
         return "cuda_max_allocated" if self.cuda else "process_peak_rss"
-
-
-def unwrap_optimizer(optimizer: Any) -> Any:
-    """The user's optimizer inside accelerate's ``AcceleratedOptimizer`` (and similar wrappers)."""
-    seen = set()
-    while optimizer is not None and hasattr(optimizer, "optimizer") and id(optimizer) not in seen:
-        seen.add(id(optimizer))
-        optimizer = optimizer.optimizer
-    return optimizer
 
 
 def optimizer_state_bytes(optimizer: Any) -> int:

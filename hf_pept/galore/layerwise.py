@@ -16,10 +16,12 @@ registration's :class:`LayerwiseGradNormCallback` writes it into the Trainer's `
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import TrainerCallback
+
+from ..events import unwrap_optimizer
 
 if TYPE_CHECKING:
     from .optimizer import GaLoreOptimizer
@@ -80,13 +82,6 @@ class LayerwiseStepper:
         self.handles = []
 
 
-def _unwrap_optimizer(optimizer: Any) -> Any:
-    # accelerate wraps the optimizer in AcceleratedOptimizer(.optimizer)
-    while optimizer is not None and not hasattr(optimizer, "layerwise") and hasattr(optimizer, "optimizer"):
-        optimizer = optimizer.optimizer
-    return optimizer
-
-
 class LayerwiseGradNormCallback(TrainerCallback):
     """Logs the real gradient norm of a layer-wise GaLore run.
 
@@ -96,7 +91,7 @@ class LayerwiseGradNormCallback(TrainerCallback):
     """
 
     def on_log(self, args, state, control, logs=None, optimizer=None, **kwargs):
-        inner = _unwrap_optimizer(optimizer)
+        inner = unwrap_optimizer(optimizer)
         grad_norm = getattr(inner, "last_grad_norm", None)
         if not getattr(inner, "layerwise", False) or grad_norm is None or not logs or "grad_norm" not in logs:
             return

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 
 import torch
 
+from ..events import unwrap_optimizer
 from ..kernels.magnitude_prune import magnitude_prune_, random_prune_
 
 logger = logging.getLogger(__name__)
@@ -34,13 +35,6 @@ logger = logging.getLogger(__name__)
 _QUANTIZED_MOMENTS = (("state1", "qmap1", "absmax1", "max1"), ("state2", "qmap2", "absmax2", "max2"))
 # (first moment, second moment) pairs of Adam-style optimizers, float and bitsandbytes 8-bit.
 _ADAM_PAIRS = (("exp_avg", "exp_avg_sq"),)
-
-
-def unwrap_optimizer(optimizer):
-    """The torch optimizer inside wrappers such as accelerate's ``AcceleratedOptimizer``."""
-    while hasattr(optimizer, "optimizer") and optimizer.optimizer is not optimizer:
-        optimizer = optimizer.optimizer
-    return optimizer
 
 
 def _prune_(tensor: torch.Tensor, mode: str, prune_ratio: float, generator: torch.Generator | None) -> int:
