@@ -43,3 +43,13 @@ def cache_dir(tmp_path_factory):
         os.environ.pop(data.CACHE_ENV, None)
     else:
         os.environ[data.CACHE_ENV] = previous
+
+
+@pytest.fixture
+def one_cpu_thread():
+    """Tiny models on a busy 2-core machine: OpenMP threads spinning against each other make small matmuls up to
+    ~100x slower, so tests of tiny models run on one intra-op thread (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,13 +20,7 @@ EXPECTED_CLASS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # A tiny model gains nothing from intra-op threads; on a shared 2-core runner they only contend.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def _inner(optimizer):
