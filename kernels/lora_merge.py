@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .dispatch import kernels_enabled
+from .dispatch import kernels_enabled, triton_op
 
 
 def _check_shapes(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor) -> None:
@@ -47,12 +47,8 @@ def merge_lora_reference(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: tor
 
 def merge_lora_(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float) -> None:
     """Dispatching entry point of :func:`merge_lora_reference` (same contract)."""
-    if kernels_enabled(weight):
+    launcher = triton_op("lora_merge_triton", "merge_lora_triton") if kernels_enabled(weight) else None
+    if launcher is not None:
         _check_shapes(weight, lora_A, lora_B)
-        try:
-            from .lora_merge_triton import merge_lora_triton
-        except ImportError:
-            # The Triton module is optional (e.g. a build without it); the reference is always correct.
-            return merge_lora_reference(weight, lora_A, lora_B, scaling)
-        return merge_lora_triton(weight, lora_A, lora_B, scaling)
+        return launcher(weight, lora_A, lora_B, scaling)
     return merge_lora_reference(weight, lora_A, lora_B, scaling)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from .dispatch import kernels_enabled
+from .dispatch import kernels_enabled, triton_op
 
 
 def check_prune_ratio(prune_ratio: float) -> None:
@@ -74,11 +74,7 @@ def random_prune_(tensor: torch.Tensor, prune_ratio: float, generator: torch.Gen
 
 def magnitude_prune_(tensor: torch.Tensor, prune_ratio: float) -> int:
     """Dispatching entry point of :func:`magnitude_prune_reference` (same contract)."""
-    if kernels_enabled(tensor):
-        try:
-            from .magnitude_prune_triton import magnitude_prune_triton
-        except ImportError:
-            # The Triton module is optional (e.g. a build without it); the reference is always correct.
-            return magnitude_prune_reference(tensor, prune_ratio)
-        return magnitude_prune_triton(tensor, prune_ratio)
+    launcher = triton_op("magnitude_prune_triton", "magnitude_prune_triton") if kernels_enabled(tensor) else None
+    if launcher is not None:
+        return launcher(tensor, prune_ratio)
     return magnitude_prune_reference(tensor, prune_ratio)
