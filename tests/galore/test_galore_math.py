@@ -78,12 +78,7 @@ def test_full_rank_params_follow_torch_adamw_exactly():
     ref_opt = torch.optim.AdamW(
         [{"params": ref[:2]}, {"params": ref[2:], "weight_decay": 0.0}], foreach=True, **kwargs
     )
-    for _ in range(5):
-        for a, b in zip(ours, ref):
-            a.grad = torch.randn_like(a)
-            b.grad = a.grad.clone()
-        opt.step()
-        ref_opt.step()
+    _step_both_with_the_same_gradients(opt, ours, ref_opt, ref, steps=5)
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
@@ -207,12 +202,7 @@ def test_adafactor_full_rank_matches_transformers_adafactor():
     ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
     kwargs = {"lr": 0.01, "beta1": 0.9, "weight_decay": 0.05, "scale_parameter": False, "relative_step": False}
     opt, ref_opt = GaLoreAdafactor(ours, **kwargs), Adafactor(ref, **kwargs)
-    for _ in range(4):
-        for a, b in zip(ours, ref):
-            a.grad = torch.randn_like(a)
-            b.grad = a.grad.clone()
-        opt.step()
-        ref_opt.step()
+    _step_both_with_the_same_gradients(opt, ours, ref_opt, ref, steps=4)
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
@@ -294,3 +284,13 @@ def test_step_matches_galore_torch_up_to_eps_placement():
             opt.step()
             ref.step()
         torch.testing.assert_close(ours.detach(), theirs.detach(), rtol=1e-5, atol=1e-6)
+
+
+def _step_both_with_the_same_gradients(opt, ours, ref_opt, ref, steps):
+    """Give both optimizers' parameters the same random gradients and step both, ``steps`` times."""
+    for _ in range(steps):
+        for a, b in zip(ours, ref):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        opt.step()
+        ref_opt.step()
