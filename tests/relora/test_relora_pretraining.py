@@ -1,14 +1,23 @@
 """A seeded short pre-training run on the built-in corpus: ReLoRA with several merges against plain peft LoRA at
-the same rank and steps.
+the same rank, steps and hyper-parameters.
 
-What this run can show at CPU-test size (hidden 32, 200 steps): that merges, optimizer resets and the jagged
-schedule keep training on LoRA's curve. It cannot show ReLoRA *ahead* of LoRA: in every seeded configuration we
-measured at this scale (hidden 32–64, 120–800 steps, r = 1–4, with or without a warm start) ReLoRA ended level with
-LoRA (within ±0.01–0.04 nats, the seed-to-seed spread) or behind it. The adapted layers add little over the fully
-trained embeddings in so few steps; where rank did matter (400 steps at lr 5e-3, hidden 64: full-rank 3.73, LoRA
-r=8 3.79, LoRA r=1 3.94) ReLoRA r=1 with 50-step cycles ended at 3.97. The bound below is
-tight enough to catch a broken restart: pruning Adam's two moments independently (the paper's code) put ReLoRA
-1.04 nats above LoRA in this very run (5.26 against 4.22).
+Setting: the ``tiny`` LLaMA (hidden 64, 2 layers), r = 1 on every attention and MLP projection, embeddings and
+head trained in full by both, 1200 steps of batch 8 × 32 tokens (one pass over the data), AdamW at lr 2e-2 with a
+cosine schedule. ReLoRA merges every 300 steps (4 merges, the last one after the final step).
+
+What was measured before this test was written (eval loss, this machine, fp32):
+
+* at lr 2e-2 ReLoRA ended below LoRA on each of the four seeds tried: 3.752 vs 3.766 (seed 0, this test),
+  3.742 vs 3.785, 3.758 vs 3.780, 3.808 vs 3.826. Without the optimizer reset it still ended at 3.755: at this
+  size the gain comes from the restarts, which also keep the factors (and so the step of s·B A) small at a
+  learning rate where LoRA's growing factors make training noisier;
+* at lr 5e-3 and 1e-2 (seed 0) ReLoRA ended *behind* LoRA: 3.731 vs 3.721 and 3.751 vs 3.727; LoRA's best,
+  3.721 at 5e-3, is below ReLoRA at any of the three rates. So the run shows the restarts helping at equal
+  settings, not ReLoRA as the better choice at this scale — published reproductions also put ReLoRA behind LoRA at 60M and 350M (GaLore paper,
+  Table 2: perplexity 37.04 vs 34.99 and 29.08 vs 25.58).
+
+The rank check is the paper's central claim (Lialin et al. 2023, §3): the total update W_T − W_0 = Σ_k s·B_k A_k
+has rank up to (number of merges)·r although each cycle trains a rank-r product.
 """
 
 import pytest
@@ -20,29 +29,43 @@ from hf_pept.data import build_datasets, get_tokenizer
 from hf_pept.models import build_llama
 from hf_pept.relora import ReLoRAConfig
 
-STEPS = 200
-RANK = 2
+STEPS = 1200
+BATCH = 8
+SEQ_LEN = 32
+RANK = 1
+RELORA_STEPS = 300
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @pytest.fixture(scope="module")
 def corpus():
     tokenizer = get_tokenizer(vocab_size=512)
-    train, held_out = build_datasets(tokenizer, seq_len=32, max_train_tokens=100_000, max_eval_tokens=8192)
+    train, held_out = build_datasets(
+        tokenizer, seq_len=SEQ_LEN, max_train_tokens=STEPS * BATCH * SEQ_LEN + 1000, max_eval_tokens=8192
+    )
     return tokenizer, train, held_out
+
+
+def _adapted_weights(model) -> dict[str, torch.Tensor]:
+    return {
+        name: param.detach().clone().double()
+        for name, param in model.named_parameters()
+        if name.endswith("base_layer.weight")
+    }
 
 
 def _train(tmp_path, corpus, peft_config):
     tokenizer, train, held_out = corpus
-    model = build_llama("tiny", vocab_size=len(tokenizer), max_position_embeddings=64, seed=0, hidden_size=32)
+    model = build_llama("tiny", vocab_size=len(tokenizer), max_position_embeddings=64, seed=0)
     torch.manual_seed(0)  # the factors' initialisation
     model = get_peft_model(model, peft_config)
+    start = _adapted_weights(model)
     args = TrainingArguments(
         tmp_path,
         max_steps=STEPS,
-        per_device_train_batch_size=8,
+        per_device_train_batch_size=BATCH,
         per_device_eval_batch_size=64,
-        learning_rate=1e-2,
+        learning_rate=2e-2,
         lr_scheduler_type="cosine",
         warmup_steps=STEPS // 10,
         adam_beta2=0.95,
@@ -56,10 +79,17 @@ def _train(tmp_path, corpus, peft_config):
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=held_out)
     trainer.train()
     merges = sum(1 for record in trainer.state.log_history if record.get("event") == "relora_merge")
-    return trainer.evaluate()["eval_loss"], merges
+    end = _adapted_weights(model)
+    return trainer.evaluate()["eval_loss"], merges, {name: end[name] - start[name] for name in start}
 
 
-def test_relora_with_several_merges_keeps_up_with_lora_at_the_same_rank_and_steps(tmp_path, corpus):
+def _numerical_rank(matrix: torch.Tensor) -> int:
+    singular_values = torch.linalg.svdvals(matrix)
+    return int((singular_values > 1e-4 * singular_values[0]).sum()) if singular_values[0] > 0 else 0
+
+
+@pytest.mark.usefixtures("one_cpu_thread")
+def test_relora_with_several_merges_ends_below_lora_at_the_same_rank_and_steps(tmp_path, corpus):
     common = {
         "r": RANK,
         "lora_alpha": 2 * RANK,
@@ -67,9 +97,14 @@ def test_relora_with_several_merges_keeps_up_with_lora_at_the_same_rank_and_step
         "target_modules": TARGETS,
         "modules_to_save": ["embed_tokens", "lm_head"],
     }
-    lora_loss, _ = _train(tmp_path / "lora", corpus, LoraConfig(**common))
-    relora_config = ReLoRAConfig(relora_steps=50, restart_warmup_steps=10, **common)
-    relora_loss, merges = _train(tmp_path / "relora", corpus, relora_config)
+    lora_loss, _, _ = _train(tmp_path / "lora", corpus, LoraConfig(**common))
+    relora_config = ReLoRAConfig(relora_steps=RELORA_STEPS, restart_warmup_steps=10, **common)
+    relora_loss, merges, relora_updates = _train(tmp_path / "relora", corpus, relora_config)
     print(f"eval loss after {STEPS} steps: LoRA {lora_loss:.4f}, ReLoRA {relora_loss:.4f} ({merges} merges)")
-    assert merges == 4  # at 50, 100, 150, 200
-    assert relora_loss < lora_loss + 0.05, (relora_loss, lora_loss)
+
+    assert merges == STEPS // RELORA_STEPS
+    assert relora_loss < lora_loss, (relora_loss, lora_loss)
+    # Each merge folded a rank-1 product into W: the accumulated update has rank = number of merges (> r).
+    ranks = {name: _numerical_rank(update) for name, update in relora_updates.items()}
+    assert len(ranks) == 2 * len(TARGETS)
+    assert all(rank == merges for rank in ranks.values()), ranks
