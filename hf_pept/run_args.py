@@ -261,6 +261,8 @@ GaLoreArguments = _mirror_class(
         "proj_method": "proj_method",
         "oversampling": "oversampling",
         "power_iters": "power_iters",
+        "fira": "fira",
+        "fira_limiter": "fira_limiter",
     },
 )
 

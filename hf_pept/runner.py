@@ -143,6 +143,11 @@ def galore_optim_args(run: RunArguments, low_rank, galore) -> str:
     from .galore.config import GaLoreConfig
 
     knobs = {theirs: getattr(galore, ours) for ours, theirs in GaLoreArguments.config_fields.items()}
+    if knobs.get("fira") and run.method == "galore-adafactor":
+        raise ValueError(
+            "--fira needs an Adam-based GaLore method (galore, galore-8bit, galore-layerwise); got method "
+            f"{run.method!r}"
+        )
     config = GaLoreConfig(rank=low_rank.rank, seed=run.seed, **knobs)
     return ",".join(f"{key}={value}" for key, value in dataclasses.asdict(config).items())
 

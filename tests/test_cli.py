@@ -144,3 +144,20 @@ def test_app_command_without_the_app_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "hf_pept.app", None)
     assert main(["app"]) == 1
     assert "pip install 'hf-pept[app]'" in capsys.readouterr().err
+
+
+def test_fira_flag_reaches_the_galore_optim_args_and_is_refused_with_adafactor(cache_dir, tmp_path, capsys):
+    from hf_pept.cli import main
+    from hf_pept.galore.config import GaLoreConfig
+    from hf_pept.runner import galore_optim_args
+
+    argv = ["--method", "galore", "--fira", "true", "--fira_limiter", "1.05"]
+    run, low_rank, adapter, relora, galore = run_args.parse_train_args(argv)
+    assert run_args.parse_train_args(run_args.to_argv(run, low_rank, adapter, relora, galore))[4] == galore
+    pairs = dict(item.split("=") for item in galore_optim_args(run, low_rank, galore).split(","))
+    config = GaLoreConfig.from_strings(pairs)
+    assert (config.fira, config.fira_limiter) == (True, 1.05)
+
+    out = str(tmp_path / "adafactor")
+    assert main(["train", "--method", "galore-adafactor", "--fira", "true", "--output_dir", out]) == 2
+    assert "--fira needs an Adam-based GaLore method" in capsys.readouterr().err

@@ -65,6 +65,8 @@ class GaLoreAdafactor(GaLoreOptimizer):
     relative_step=False)`` on full-rank parameters and on the projected gradient R of projected ones.
     """
 
+    supports_fira = False
+
     def __init__(
         self,
         params,

@@ -39,6 +39,17 @@ class GaLoreConfig:
     power_iters: int = field(
         default=2, metadata={"help": "Power iterations of the randomized range finder (proj_method='randomized')."}
     )
+    fira: bool = field(
+        default=False,
+        metadata={
+            "help": "Fira (Chen et al. 2024): also apply the gradient outside the subspace, G − P R, scaled per column "
+            "by φ = ‖N‖/‖R‖ and capped by the norm-growth limiter; Adam-based GaLore only, one-sided projections."
+        },
+    )
+    fira_limiter: float = field(
+        default=1.01,
+        metadata={"help": "γ of Fira's norm-growth limiter: the residual's norm may grow at most γ× per step."},
+    )
     seed: int = field(
         default=0,
         metadata={
@@ -63,6 +74,18 @@ class GaLoreConfig:
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not self.scale > 0:
             raise ValueError(f"GaLore `scale` must be a positive number, got {self.scale!r}")
         self.scale = float(self.scale)
+        if not isinstance(self.fira, bool):
+            raise ValueError(f"GaLore `fira` must be True or False, got {self.fira!r}")
+        if isinstance(self.fira_limiter, bool) or not isinstance(self.fira_limiter, (int, float)):
+            raise ValueError(f"GaLore `fira_limiter` must be a number >= 1, got {self.fira_limiter!r}")
+        if not self.fira_limiter >= 1:
+            raise ValueError(f"GaLore `fira_limiter` (γ) must be >= 1, got {self.fira_limiter!r}")
+        self.fira_limiter = float(self.fira_limiter)
+        if self.fira and self.proj_type == "full":
+            raise ValueError(
+                "GaLore `fira=True` needs a one-sided projection (its residual is scaled per row or column of G); "
+                f"proj_type={self.proj_type!r} projects both sides: use 'std', 'reverse_std', 'left' or 'right'"
+            )
         if self.proj_type not in PROJ_TYPES:
             raise ValueError(f"GaLore `proj_type` must be one of {PROJ_TYPES}, got {self.proj_type!r}")
         if self.proj_method not in PROJ_METHODS:
@@ -82,6 +105,9 @@ class GaLoreConfig:
         parsed: dict[str, Any] = {}
         types = {f.name: type(f.default) for f in fields(cls)}
         for key, text in values.items():
+            if types[key] is bool:
+                parsed[key] = _parse_bool(key, text)
+                continue
             try:
                 parsed[key] = types[key](text)
             except ValueError:
@@ -91,3 +117,15 @@ class GaLoreConfig:
     def to_group(self) -> dict[str, Any]:
         """The knobs as param-group entries of the GaLore optimizers."""
         return asdict(self)
+
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _parse_bool(key: str, text: str) -> bool:
+    lowered = str(text).strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"GaLore optim_args `{key}={text}` is not a boolean; use one of {_TRUE + _FALSE}")

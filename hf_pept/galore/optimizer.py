@@ -18,6 +18,7 @@ import torch
 
 from ..kernels.galore_update import adam_lowrank_update, lowrank_weight_update_
 from .config import GaLoreConfig
+from .fira import fira_residual
 from .layerwise import LayerwiseStepper
 from .projector import FULL, compute_projectors, project, projection_side
 
@@ -38,6 +39,9 @@ class GaLoreOptimizer(torch.optim.Optimizer):
         layerwise: update each parameter inside its post-accumulate-grad hook and free its gradient right away
             (see :mod:`hf_pept.galore.layerwise`); :meth:`step` then only closes the step.
     """
+
+    # Whether the low-rank update N is an Adam-style ψ(R) that Fira's norm-based scaling can use.
+    supports_fira = True
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *, layerwise: bool = False):
         self._small_matrices: list[tuple[int, ...]] = []
@@ -60,6 +64,11 @@ class GaLoreOptimizer(torch.optim.Optimizer):
             knobs = GaLoreConfig.knob_names()
             given = {k: param_group[k] for k in knobs if k in param_group}
             param_group.update(GaLoreConfig(**given).to_group())
+            if param_group["fira"] and not self.supports_fira:
+                raise ValueError(
+                    f"fira=True is not available with {type(self).__name__}: Fira scales the residual by the norm of "
+                    "an Adam-style update; use GaLoreAdamW or GaLoreAdamW8bit (optim galore_adamw*)"
+                )
             params = param_group["params"]
             params = [params] if isinstance(params, torch.Tensor) else list(params)
             param_group["params"] = params
@@ -139,11 +148,17 @@ class GaLoreOptimizer(torch.optim.Optimizer):
         state["step"] = step + 1
         update = self._lowrank_update(group, state, lowrank_grad, state["step"])
         lr, decay = group["lr"], group["weight_decay"]
+        residual = None
+        if group.get("fira"):
+            residual = fira_residual(grad, lowrank_grad, update, projectors[0], side, state, group["fira_limiter"])
         if side == FULL:
             # α·P·N·Qᵀ = α·P·(N Qᵀ): the r×n factor is small, the m×n product is accumulated into W by one GEMM.
             update = update @ projectors[1].t().float()
             side = "left"
         self._apply_lowrank(p, projectors[0], update, lr=lr, scale=group["scale"], weight_decay=decay, side=side)
+        if residual is not None:
+            # Fira: W ← W − η·S̃ (the full-rank residual; hf_pept.galore.fira).
+            p.add_(residual.to(p.dtype), alpha=-lr)
 
     def _apply_lowrank(self, p, projector, update, *, lr, scale, weight_decay, side) -> None:
         """W ← (1 − ηλ)W − ηα·P N (left) or − ηα·N Qᵀ (right), GaLore Algorithm 1 with decoupled weight decay."""
