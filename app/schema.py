@@ -133,6 +133,7 @@ def _attach_config_checks(sections: list[Section]) -> None:
     config, with the shared rank (and, for ReLoRA, the adapter knobs) filled in as a run would."""
     from hf_pept.galore.config import GaLoreConfig
     from hf_pept.relora.config import ReLoRAConfig
+    from hf_pept.run_args import check_fira_method
 
     by_class = {section.config_class.__name__: section for section in sections}
     adapter = by_class.get("AdapterArguments")
@@ -153,7 +154,10 @@ def _attach_config_checks(sections: list[Section]) -> None:
             kwargs = {theirs: typed[ours] for ours, theirs in fields_map.items() if ours in typed}
             if "rank" in typed:
                 kwargs[rank_name] = typed["rank"]
-            return config_class(**kwargs)
+            config = config_class(**kwargs)
+            if config_class is GaLoreConfig:
+                check_fira_method(str(typed.get("method", "")), config.fira)
+            return config
 
         section.check = check
         section.check_names = {theirs: ours for ours, theirs in fields_map.items()} | {rank_name: "rank"}

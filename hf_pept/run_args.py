@@ -266,6 +266,15 @@ GaLoreArguments = _mirror_class(
     },
 )
 
+FIRA_METHODS = ("galore", "galore-8bit", "galore-layerwise")
+
+
+def check_fira_method(method: str, fira: bool) -> None:
+    """Fira scales its residual by an Adam-style update: refuse ``--fira`` with any other method."""
+    if fira and method not in FIRA_METHODS:
+        raise ValueError(f"fira needs an Adam-based GaLore method {list(FIRA_METHODS)}; got method {method!r}")
+
+
 ARGUMENT_CLASSES: tuple[type, ...] = (
     RunArguments,
     LowRankArguments,

@@ -34,6 +34,7 @@ from .run_args import (
     LowRankArguments,
     ReLoRAArguments,
     RunArguments,
+    check_fira_method,
 )
 from .stop_callback import StopFileCallback, stop_requested
 
@@ -143,11 +144,7 @@ def galore_optim_args(run: RunArguments, low_rank, galore) -> str:
     from .galore.config import GaLoreConfig
 
     knobs = {theirs: getattr(galore, ours) for ours, theirs in GaLoreArguments.config_fields.items()}
-    if knobs.get("fira") and run.method == "galore-adafactor":
-        raise ValueError(
-            "--fira needs an Adam-based GaLore method (galore, galore-8bit, galore-layerwise); got method "
-            f"{run.method!r}"
-        )
+    check_fira_method(run.method, knobs.get("fira", False))
     config = GaLoreConfig(rank=low_rank.rank, seed=run.seed, **knobs)
     return ",".join(f"{key}={value}" for key, value in dataclasses.asdict(config).items())
 

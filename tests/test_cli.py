@@ -160,4 +160,4 @@ def test_fira_flag_reaches_the_galore_optim_args_and_is_refused_with_adafactor(c
 
     out = str(tmp_path / "adafactor")
     assert main(["train", "--method", "galore-adafactor", "--fira", "true", "--output_dir", out]) == 2
-    assert "--fira needs an Adam-based GaLore method" in capsys.readouterr().err
+    assert "fira needs an Adam-based GaLore method" in capsys.readouterr().err

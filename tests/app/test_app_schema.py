@@ -59,6 +59,7 @@ def test_untouched_form_is_the_cli_default(backend):
             "gradient_checkpointing": True,
         },
         {"method": "full", "model": "tiny", "max_steps": "7", "precision": "fp32", "logging_steps": "1"},
+        {"method": "galore-8bit", "fira": True, "fira_limiter": "1.05"},
     ],
 )
 def test_command_parses_back_through_the_cli_parser_to_the_form_values(backend, changes):
@@ -81,6 +82,9 @@ def test_command_parses_back_through_the_cli_parser_to_the_form_values(backend, 
         ({"rank": "0"}, "rank", "`rank` must be an integer >= 1, got 0"),
         ({"learning_rate": "-1"}, "learning_rate", "learning_rate must be > 0"),
         ({"max_steps": "ten"}, "max_steps", "`max_steps` must be a whole number, got 'ten'"),
+        ({"method": "galore-adafactor", "fira": True}, "fira", "fira needs an Adam-based GaLore method"),
+        ({"fira": True, "proj_type": "full"}, "proj_type", "needs a one-sided projection"),
+        ({"fira_limiter": "0.5"}, "fira_limiter", "`fira_limiter` (γ) must be >= 1"),
     ],
 )
 def test_bad_values_show_the_config_own_message_at_the_field(backend, changes, field_name, message):
