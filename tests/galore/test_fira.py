@@ -140,37 +140,22 @@ def test_fira_ends_below_galore_at_the_same_rank_on_the_built_in_corpus(tmp_path
     at 1200 steps GaLore 3.731 / 3.752, Fira 3.483 / 3.493, full-rank 3.487 / 3.549 (seeds 0 / 1) — Fira recovers
     what the projection drops, as the paper reports. The bound asks for half the measured 400-step margin.
     """
-    from transformers import TrainingArguments
+    from pretraining_run import builtin_corpus, pretraining_args
 
-    from hf_pept.data import build_datasets, get_tokenizer
     from hf_pept.models import build_llama
 
     steps = 400
-    tokenizer = get_tokenizer(vocab_size=512)
-    train, held_out = build_datasets(
-        tokenizer, seq_len=32, max_train_tokens=steps * 8 * 32 + 1000, max_eval_tokens=8192
-    )
+    tokenizer, train, held_out = builtin_corpus(steps)
     eval_loss = {}
     for name, extra in (("galore", ""), ("fira", ",fira=true")):
         model = build_llama("tiny", vocab_size=len(tokenizer), max_position_embeddings=64, seed=0)
-        args = TrainingArguments(
-            str(tmp_path / name),
+        args = pretraining_args(
+            tmp_path / name,
+            steps,
+            learning_rate=1e-2,
             optim="galore_adamw",
             optim_target_modules=[r".*self_attn.*", r".*mlp.*"],
             optim_args=f"rank=8,update_proj_gap=200,scale=0.25{extra}",
-            learning_rate=1e-2,
-            max_steps=steps,
-            per_device_train_batch_size=8,
-            per_device_eval_batch_size=64,
-            lr_scheduler_type="cosine",
-            warmup_steps=steps // 10,
-            adam_beta2=0.95,
-            logging_steps=steps,
-            save_strategy="no",
-            report_to=[],
-            use_cpu=True,
-            disable_tqdm=True,
-            seed=0,
         )
         trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=held_out)
         trainer.train()

@@ -23,15 +23,13 @@ has rank up to (number of merges)·r although each cycle trains a rank-r product
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import Trainer, TrainingArguments
+from pretraining_run import builtin_corpus, pretraining_args
+from transformers import Trainer
 
-from hf_pept.data import build_datasets, get_tokenizer
 from hf_pept.models import build_llama
 from hf_pept.relora import ReLoRAConfig
 
 STEPS = 1200
-BATCH = 8
-SEQ_LEN = 32
 RANK = 1
 RELORA_STEPS = 300
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -39,11 +37,7 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 @pytest.fixture(scope="module")
 def corpus():
-    tokenizer = get_tokenizer(vocab_size=512)
-    train, held_out = build_datasets(
-        tokenizer, seq_len=SEQ_LEN, max_train_tokens=STEPS * BATCH * SEQ_LEN + 1000, max_eval_tokens=8192
-    )
-    return tokenizer, train, held_out
+    return builtin_corpus(STEPS)
 
 
 def _adapted_weights(model) -> dict[str, torch.Tensor]:
@@ -60,22 +54,7 @@ def _train(tmp_path, corpus, peft_config):
     torch.manual_seed(0)  # the factors' initialisation
     model = get_peft_model(model, peft_config)
     start = _adapted_weights(model)
-    args = TrainingArguments(
-        tmp_path,
-        max_steps=STEPS,
-        per_device_train_batch_size=BATCH,
-        per_device_eval_batch_size=64,
-        learning_rate=2e-2,
-        lr_scheduler_type="cosine",
-        warmup_steps=STEPS // 10,
-        adam_beta2=0.95,
-        logging_steps=STEPS,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-        seed=0,
-    )
+    args = pretraining_args(tmp_path, STEPS, learning_rate=2e-2)
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=held_out)
     trainer.train()
     merges = sum(1 for record in trainer.state.log_history if record.get("event") == "relora_merge")
