@@ -2,10 +2,15 @@
 stop, resume, live charts, GPU), Compare (perplexity vs memory of finished runs).
 
 Every component showing run state is refreshed from the run folders by a timer, so a reloaded page or a
-restarted app shows the same runs.
+restarted app shows the same runs. Each tab is built and wired by its own function; the handlers are plain
+functions of the backend, the tab's components and the event's values, returning ``{component: update}``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import gradio as gr
 
@@ -18,6 +23,46 @@ CSS = """
 .field-error { color: #b91c1c; font-size: 0.85em; margin-top: -8px; }
 #launch-message, #run-message { min-height: 1.5em; }
 """
+
+
+def build_ui(backend: Backend) -> gr.Blocks:
+    with gr.Blocks(title="hf-pept") as demo:
+        gr.Markdown(
+            "# hf-pept\nConfigure a pre-training run (ReLoRA, GaLore, full-rank, LoRA), see its memory, launch it, "
+            "and watch loss, perplexity and memory live. Runs are `hf-pept train` processes writing to "
+            f"`{backend.runs_root}`."
+        )
+        configure = configure_tab(demo, backend)
+        run_list = runs_tab(demo, backend)
+        compare_tab(demo, backend)
+        wire_launch(backend, configure, run_list)
+    return demo
+
+
+# ----- Configure -----
+
+
+@dataclass
+class ConfigureTab:
+    specs: list[form.FieldSpec]
+    inputs: list
+    errors: list
+    accordions: list  # (section, accordion) of every method section
+    general_error: Any
+    command: Any
+    load_button: Any
+    snippet: Any
+    run_name: Any
+    launch_button: Any
+    launch_message: Any
+    memory_plot: Any
+    memory_table: Any
+    measure_button: Any
+    measure_message: Any
+    drawn_bars: Any  # per page: the bars last drawn, so unchanged bars are not redrawn
+
+    def values(self, raw) -> dict:
+        return {spec.name: value for spec, value in zip(self.specs, raw)}
 
 
 def _component(spec: form.FieldSpec):
@@ -39,270 +84,377 @@ def _component(spec: form.FieldSpec):
     )
 
 
-def _error_updates(specs: list[form.FieldSpec], errors: dict[str, str]) -> list:
-    return [
-        gr.update(value=f"⚠ {errors[s.name]}" if s.name in errors else "", visible=s.name in errors) for s in specs
-    ]
+def _form_fields(schema) -> tuple[list, list, list]:
+    """The form's sections as accordions of fields, each field with its (hidden) error line below it."""
+    inputs, errors, accordions = [], [], []
+    for section in schema.sections:
+        is_run = section is schema.run
+        with gr.Accordion(
+            "Training run" if is_run else f"{section.title} knobs",
+            open=True,
+            visible=is_run or section.applies_to(_default_method(schema)),
+        ) as accordion:
+            for start in range(0, len(section.specs), FIELDS_PER_ROW):
+                with gr.Row(equal_height=False):
+                    for spec in section.specs[start : start + FIELDS_PER_ROW]:
+                        with gr.Column(min_width=220):
+                            inputs.append(_component(spec))
+                            errors.append(
+                                gr.Markdown(
+                                    "", visible=False, elem_classes=["field-error"], elem_id=f"error-{spec.name}"
+                                )
+                            )
+        if not is_run:
+            accordions.append((section, accordion))
+    return inputs, errors, accordions
 
 
-def build_ui(backend: Backend) -> gr.Blocks:
-    schema = backend.schema
-    specs = schema.specs
-    names = [spec.name for spec in specs]
-
-    with gr.Blocks(title="hf-pept") as demo:
-        gr.Markdown(
-            "# hf-pept\nConfigure a pre-training run (ReLoRA, GaLore, full-rank, LoRA), see its memory, launch it, "
-            "and watch loss, perplexity and memory live. Runs are `hf-pept train` processes writing to "
-            f"`{backend.runs_root}`."
-        )
-        inputs, errors, accordions = [], [], []
-        with gr.Tab("Configure", id="configure"):
-            with gr.Row():
-                with gr.Column(scale=5):
-                    for section in schema.sections:
-                        is_run = section is schema.run
-                        with gr.Accordion(
-                            "Training run" if is_run else f"{section.title} knobs",
-                            open=True,
-                            visible=is_run or section.applies_to(_default_method(schema)),
-                        ) as accordion:
-                            for start in range(0, len(section.specs), FIELDS_PER_ROW):
-                                with gr.Row(equal_height=False):
-                                    for spec in section.specs[start : start + FIELDS_PER_ROW]:
-                                        with gr.Column(min_width=220):
-                                            inputs.append(_component(spec))
-                                            errors.append(
-                                                gr.Markdown(
-                                                    "",
-                                                    visible=False,
-                                                    elem_classes=["field-error"],
-                                                    elem_id=f"error-{spec.name}",
-                                                )
-                                            )
-                        if not is_run:
-                            accordions.append((section, accordion))
-                with gr.Column(scale=6):
-                    general_error = gr.Markdown("", visible=False, elem_classes=["field-error"])
-                    command = gr.Code(
-                        label="CLI command (edit and load it back into the form)",
-                        language="shell",
-                        interactive=True,
-                        elem_id="command",
+def configure_tab(demo: gr.Blocks, backend: Backend) -> ConfigureTab:
+    """The form, its command and Python snippet, the memory estimate; wired to validate on every change."""
+    with gr.Tab("Configure", id="configure"):
+        with gr.Row():
+            with gr.Column(scale=5):
+                inputs, errors, accordions = _form_fields(backend.schema)
+            with gr.Column(scale=6):
+                general_error = gr.Markdown("", visible=False, elem_classes=["field-error"])
+                command = gr.Code(
+                    label="CLI command (edit and load it back into the form)",
+                    language="shell",
+                    interactive=True,
+                    elem_id="command",
+                )
+                load_button = gr.Button("Load command into form", size="sm")
+                snippet = gr.Code(label="Python equivalent", language="python", interactive=False)
+                with gr.Row():
+                    run_name = gr.Textbox(
+                        label="run name (empty: method-model-time)", max_lines=1, elem_id="run-name", scale=3
                     )
-                    load_button = gr.Button("Load command into form", size="sm")
-                    snippet = gr.Code(label="Python equivalent", language="python", interactive=False)
-                    with gr.Row():
-                        run_name = gr.Textbox(
-                            label="run name (empty: method-model-time)", max_lines=1, elem_id="run-name", scale=3
-                        )
-                        launch_button = gr.Button("Launch run", variant="primary", elem_id="launch", scale=1)
-                    launch_message = gr.Markdown(elem_id="launch-message")
-                    gr.Markdown("### Memory (estimated)")
-                    memory_plot = gr.Plot(label="memory", format="png")
-                    memory_table = gr.Markdown(elem_id="memory-table")
-                    measure_button = gr.Button("Measure (run a few steps of this config)", size="sm")
-                    measure_message = gr.Markdown()
+                    launch_button = gr.Button("Launch run", variant="primary", elem_id="launch", scale=1)
+                launch_message = gr.Markdown(elem_id="launch-message")
+                gr.Markdown("### Memory (estimated)")
+                memory_plot = gr.Plot(label="memory", format="png")
+                memory_table = gr.Markdown(elem_id="memory-table")
+                measure_button = gr.Button("Measure (run a few steps of this config)", size="sm")
+                measure_message = gr.Markdown()
+    tab = ConfigureTab(
+        specs=backend.schema.specs,
+        inputs=inputs,
+        errors=errors,
+        accordions=accordions,
+        general_error=general_error,
+        command=command,
+        load_button=load_button,
+        snippet=snippet,
+        run_name=run_name,
+        launch_button=launch_button,
+        launch_message=launch_message,
+        memory_plot=memory_plot,
+        memory_table=memory_table,
+        measure_button=measure_button,
+        measure_message=measure_message,
+        drawn_bars=gr.State(None),
+    )
+    form_outputs = [
+        *tab.errors,
+        tab.general_error,
+        tab.command,
+        tab.snippet,
+        *[accordion for _, accordion in tab.accordions],
+        tab.memory_plot,
+        tab.memory_table,
+        tab.drawn_bars,
+    ]
+    form_inputs = [tab.drawn_bars, *tab.inputs]
+    handler = partial(on_form, backend, tab)
+    for component in tab.inputs:
+        component.change(handler, inputs=form_inputs, outputs=form_outputs, trigger_mode="always_last")
+    demo.load(handler, inputs=form_inputs, outputs=form_outputs)
+    tab.load_button.click(
+        partial(on_load_command, backend, tab), inputs=[tab.command], outputs=[*tab.inputs, tab.launch_message]
+    )
+    tab.measure_button.click(
+        partial(on_measure, backend, tab),
+        inputs=tab.inputs,
+        outputs=[tab.memory_plot, tab.memory_table, tab.measure_message],
+    )
+    return tab
 
-        with gr.Tab("Runs", id="runs"):
-            with gr.Row():
-                run_table = gr.Dataframe(
-                    headers=RUN_TABLE_HEADERS,
-                    interactive=False,
-                    label="runs",
-                    elem_id="run-table",
-                    wrap=True,
-                    column_widths=["17%", "8%", "7%", "10%", "7%", "51%"],
-                )
-            with gr.Row():
-                shown = gr.CheckboxGroup(label="runs on the charts", choices=[], elem_id="shown-runs", scale=4)
-                selected = gr.Dropdown(
-                    label="run", choices=[], elem_id="selected-run", scale=2, allow_custom_value=True
-                )
-                checkpoint = gr.Dropdown(
-                    label="checkpoint to resume from (empty: latest)", choices=[], scale=2, allow_custom_value=True
-                )
-                stop_button = gr.Button("Stop (save checkpoint)", variant="stop", elem_id="stop", scale=1)
-                resume_button = gr.Button("Resume", elem_id="resume", scale=1)
-            run_message = gr.Markdown(elem_id="run-message")
-            points = gr.Textbox(label="live", elem_id="points-summary", interactive=False, lines=2)
-            chart = gr.Plot(label="training curves", show_label=False, format="png", elem_id="training-chart")
-            error_tail = gr.Code(
-                label="error (last lines of the run's log; the log is kept)", visible=False, language=None
-            )
-            gpu_panel = gr.Markdown(visible=gpu.cuda_present(), elem_id="gpu-panel")
 
-        with gr.Tab("Compare", id="compare"):
-            compare_button = gr.Button("Refresh comparison", size="sm")
-            compare_plot = gr.Plot(label="perplexity vs memory", format="png")
-            compare_table = gr.Dataframe(label="finished runs (summary.json)", interactive=False)
-            compare_csv_label = gr.Markdown()
-            compare_csv = gr.Dataframe(label="`hf-pept compare` table", interactive=False, visible=False)
+def on_form(backend: Backend, tab: ConfigureTab, last_bars, *raw) -> dict:
+    """Errors at their fields, the command and snippet when valid, the method's sections, the memory bars."""
+    state = backend.form_state(tab.values(raw))
+    general = state.errors.get(form.GENERAL_ERROR, "")
+    out: dict = {}
+    for spec, error in zip(tab.specs, tab.errors):
+        message = state.errors.get(spec.name)
+        out[error] = gr.update(value=f"⚠ {message}" if message else "", visible=message is not None)
+    out[tab.general_error] = gr.update(value=f"⚠ {general}" if general else "", visible=bool(general))
+    out[tab.command] = state.command or "# fix the highlighted fields"
+    out[tab.snippet] = state.snippet
+    for section, accordion in tab.accordions:
+        out[accordion] = gr.update(visible=section.applies_to(state.method))
+    try:
+        bars = backend.memory_bars(state)
+    except (ValueError, TypeError, OSError) as err:
+        return {
+            **out,
+            tab.memory_plot: None,
+            tab.memory_table: f"⚠ Cannot estimate memory for this config: {err}",
+            tab.drawn_bars: None,
+        }
+    if not bars and backend.estimate is None:
+        return {
+            **out,
+            tab.memory_plot: None,
+            tab.memory_table: "Memory estimates need `hf_pept.memory` (not installed).",
+            tab.drawn_bars: None,
+        }
+    if bars and bars == last_bars:
+        return {**out, tab.memory_plot: gr.update(), tab.memory_table: gr.update(), tab.drawn_bars: last_bars}
+    return {
+        **out,
+        tab.memory_plot: memory_view.memory_figure(bars) if bars else None,
+        tab.memory_table: memory_view.memory_table(bars) if bars else "",
+        tab.drawn_bars: bars,
+    }
 
-        # ----- configure events -----
-        def values_of(raw) -> dict:
-            return dict(zip(names, raw))
 
-        drawn_bars = gr.State(None)  # per page: the bars last drawn, so unchanged bars are not redrawn
+def on_load_command(backend: Backend, tab: ConfigureTab, text: str) -> dict:
+    try:
+        loaded = backend.load_command(text)
+    except ValueError as err:
+        return {tab.launch_message: f"⚠ {err}"}
+    return {
+        **{component: loaded[spec.name] for spec, component in zip(tab.specs, tab.inputs)},
+        tab.launch_message: "Command loaded into the form.",
+    }
 
-        def on_form(last_bars, *raw):
-            state = backend.form_state(values_of(raw))
-            general = state.errors.get(form.GENERAL_ERROR, "")
-            updates = _error_updates(specs, state.errors)
-            updates.append(gr.update(value=f"⚠ {general}" if general else "", visible=bool(general)))
-            updates += [state.command or "# fix the highlighted fields", state.snippet]
-            for section, _ in accordions:
-                updates.append(gr.update(visible=section.applies_to(state.method)))
-            try:
-                bars = backend.memory_bars(state)
-            except (ValueError, TypeError, OSError) as err:
-                return [*updates, None, f"⚠ Cannot estimate memory for this config: {err}", None]
-            if not bars and backend.estimate is None:
-                return [*updates, None, "Memory estimates need `hf_pept.memory` (not installed).", None]
-            if bars and bars == last_bars:
-                return [*updates, gr.update(), gr.update(), last_bars]
-            figure = memory_view.memory_figure(bars) if bars else None
-            return [*updates, figure, memory_view.memory_table(bars) if bars else "", bars]
 
-        form_outputs = [
-            *errors,
-            general_error,
-            command,
-            snippet,
-            *[acc for _, acc in accordions],
-            memory_plot,
-            memory_table,
-            drawn_bars,
-        ]
-        form_inputs = [drawn_bars, *inputs]
-        for component in inputs:
-            component.change(on_form, inputs=form_inputs, outputs=form_outputs, trigger_mode="always_last")
-        demo.load(on_form, inputs=form_inputs, outputs=form_outputs)
-
-        def on_load_command(text):
-            try:
-                loaded = backend.load_command(text)
-            except ValueError as err:
-                return [gr.update() for _ in inputs] + [f"⚠ {err}"]
-            return [loaded[name] for name in names] + ["Command loaded into the form."]
-
-        load_button.click(on_load_command, inputs=[command], outputs=[*inputs, launch_message])
-
-        def on_launch(shown_names, name, *raw):
-            try:
-                info = backend.launch(name, values_of(raw))
-            except (runs.RunError, ValueError) as err:
-                return f"⚠ {err}", gr.update(), gr.update()
-            names_now = [run.name for run in backend.list_runs()]
-            shown_now = [n for n in (shown_names or []) if n in names_now] + [info.name]
-            return (
-                f"Launched **{info.name}** (pid {info.pid}) in `{info.path}`; see the Runs tab.",
-                gr.update(choices=names_now, value=info.name),
-                gr.update(choices=names_now, value=shown_now),
-            )
-
-        launch_button.click(on_launch, inputs=[shown, run_name, *inputs], outputs=[launch_message, selected, shown])
-
-        def on_measure(*raw):
-            state = backend.form_state(values_of(raw))
-            try:
-                summary = backend.measure(state)
-                bars = backend.memory_bars(state)
-            except (runs.RunError, ValueError, RuntimeError, OSError) as err:
-                return gr.update(), gr.update(), f"⚠ {err}"
-            peak = float(summary[backend.memory_key])
-            label = next(iter(bars), None)
-            measured_mb = {label: peak} if label else {}
-            return (
-                memory_view.memory_figure(bars, measured_mb) if bars else None,
-                memory_view.memory_table(bars, measured_mb) if bars else "",
-                memory_view.measured_note(summary, bars.get(label) if label else None),
-            )
-
-        measure_button.click(on_measure, inputs=inputs, outputs=[memory_plot, memory_table, measure_message])
-
-        # ----- runs events -----
-        drawn_curves = gr.State(None)  # per page: what the chart shows (runs and record counts)
-
-        def refresh(shown_names, selected_name, last_drawn):
-            infos = backend.list_runs()
-            all_names = [info.name for info in infos]
-            shown_names = [n for n in (shown_names or []) if n in all_names]
-            if not shown_names:
-                shown_names = [i.name for i in infos if i.status in ("running", "stopping")] or all_names[:1]
-            if selected_name not in all_names:
-                selected_name = shown_names[0] if shown_names else None
-            by_name = {info.name: info for info in infos}
-            current = by_name.get(selected_name)
-            metrics = backend.metrics(sorted(shown_names))  # sorted: a run keeps its colour between refreshes
-            tail = current.error_tail if current is not None and current.status == "failed" else ""
-            drawn = [(run.name, len(run.records), len(run.events)) for run in metrics]
-            if not metrics:
-                figure = None
-            elif drawn == last_drawn:
-                figure = gr.update()  # nothing new: keep the picture instead of redrawing it every tick
-            else:
-                figure = charts.training_figure(metrics)
-            return (
-                backend.run_table(infos),
-                gr.update(choices=all_names, value=shown_names),
-                gr.update(choices=all_names, value=selected_name),
-                gr.update(choices=current.checkpoints if current else []),
-                charts.points_summary(metrics),
-                figure,
-                gr.update(value=tail, visible=bool(tail)),
-                gpu.format_status(gpu.gpu_status()) if gpu.cuda_present() else "",
-                drawn,
-            )
-
-        refresh_outputs = [run_table, shown, selected, checkpoint, points, chart, error_tail, gpu_panel, drawn_curves]
-        refresh_inputs = [shown, selected, drawn_curves]
-        timer = gr.Timer(REFRESH_SECONDS)
-        timer.tick(refresh, inputs=refresh_inputs, outputs=refresh_outputs, show_progress="hidden")
-        demo.load(refresh, inputs=refresh_inputs, outputs=refresh_outputs)
-
-        def on_stop(name):
-            try:
-                info = backend.stop(name)
-            except runs.RunError as err:
-                return f"⚠ {err}"
-            saved = f"; checkpoints: {', '.join(info.checkpoints)}" if info.checkpoints else ""
-            return f"Run **{info.name}** is {info.status}{saved}."
-
-        stop_button.click(on_stop, inputs=[selected], outputs=[run_message])
-
-        def on_resume(name, checkpoint_name):
-            try:
-                info = backend.resume(name, checkpoint_name)
-            except runs.RunError as err:
-                return f"⚠ {err}"
-            return f"Resumed **{info.name}** (pid {info.pid})."
-
-        resume_button.click(on_resume, inputs=[selected, checkpoint], outputs=[run_message])
-
-        # ----- compare -----
-        def on_compare():
-            import pandas as pd
-
-            rows = backend.comparison()
-            figure = (
-                charts.perplexity_memory_figure(rows, backend.perplexity_key, backend.memory_key) if rows else None
-            )
-            csv_path, csv_rows = backend.compare_table()
-            if csv_path is None:
-                note = f"No `comparison.csv` under `{backend.runs_root}` yet: run `hf-pept compare` there."
-                csv_update = gr.update(visible=False)
-            else:
-                note = f"From `{csv_path}`:"
-                csv_update = gr.update(value=pd.DataFrame(csv_rows[1:], columns=csv_rows[0]), visible=True)
-            return figure, pd.DataFrame(rows).round(4) if rows else None, note, csv_update
-
-        compare_outputs = [compare_plot, compare_table, compare_csv_label, compare_csv]
-        compare_button.click(on_compare, outputs=compare_outputs)
-        demo.load(on_compare, outputs=compare_outputs)
-    return demo
+def on_measure(backend: Backend, tab: ConfigureTab, *raw) -> dict:
+    state = backend.form_state(tab.values(raw))
+    try:
+        summary = backend.measure(state)
+        bars = backend.memory_bars(state)
+    except (runs.RunError, ValueError, RuntimeError, OSError) as err:
+        return {tab.measure_message: f"⚠ {err}"}
+    peak = float(summary[backend.memory_key])
+    label = next(iter(bars), None)
+    measured_mb = {label: peak} if label else {}
+    return {
+        tab.memory_plot: memory_view.memory_figure(bars, measured_mb) if bars else None,
+        tab.memory_table: memory_view.memory_table(bars, measured_mb) if bars else "",
+        tab.measure_message: memory_view.measured_note(summary, bars.get(label) if label else None),
+    }
 
 
 def _default_method(schema) -> str:
     spec = next(spec for spec in schema.run.specs if spec.name == schema.method_field)
     return str(spec.default)
+
+
+# ----- Runs -----
+
+
+@dataclass
+class RunsTab:
+    run_table: Any
+    shown: Any
+    selected: Any
+    checkpoint: Any
+    stop_button: Any
+    resume_button: Any
+    run_message: Any
+    points: Any
+    chart: Any
+    error_tail: Any
+    gpu_panel: Any
+    drawn_curves: Any  # per page: what the chart shows (runs and record counts)
+
+
+def runs_tab(demo: gr.Blocks, backend: Backend) -> RunsTab:
+    """The run list, stop and resume, the live charts; refreshed from the run folders by a timer."""
+    with gr.Tab("Runs", id="runs"):
+        with gr.Row():
+            run_table = gr.Dataframe(
+                headers=RUN_TABLE_HEADERS,
+                interactive=False,
+                label="runs",
+                elem_id="run-table",
+                wrap=True,
+                column_widths=["17%", "8%", "7%", "10%", "7%", "51%"],
+            )
+        with gr.Row():
+            shown = gr.CheckboxGroup(label="runs on the charts", choices=[], elem_id="shown-runs", scale=4)
+            selected = gr.Dropdown(label="run", choices=[], elem_id="selected-run", scale=2, allow_custom_value=True)
+            checkpoint = gr.Dropdown(
+                label="checkpoint to resume from (empty: latest)", choices=[], scale=2, allow_custom_value=True
+            )
+            stop_button = gr.Button("Stop (save checkpoint)", variant="stop", elem_id="stop", scale=1)
+            resume_button = gr.Button("Resume", elem_id="resume", scale=1)
+        run_message = gr.Markdown(elem_id="run-message")
+        points = gr.Textbox(label="live", elem_id="points-summary", interactive=False, lines=2)
+        chart = gr.Plot(label="training curves", show_label=False, format="png", elem_id="training-chart")
+        error_tail = gr.Code(
+            label="error (last lines of the run's log; the log is kept)", visible=False, language=None
+        )
+        gpu_panel = gr.Markdown(visible=gpu.cuda_present(), elem_id="gpu-panel")
+    tab = RunsTab(
+        run_table=run_table,
+        shown=shown,
+        selected=selected,
+        checkpoint=checkpoint,
+        stop_button=stop_button,
+        resume_button=resume_button,
+        run_message=run_message,
+        points=points,
+        chart=chart,
+        error_tail=error_tail,
+        gpu_panel=gpu_panel,
+        drawn_curves=gr.State(None),
+    )
+    refresh_outputs = [
+        tab.run_table,
+        tab.shown,
+        tab.selected,
+        tab.checkpoint,
+        tab.points,
+        tab.chart,
+        tab.error_tail,
+        tab.gpu_panel,
+        tab.drawn_curves,
+    ]
+    refresh_inputs = [tab.shown, tab.selected, tab.drawn_curves]
+    handler = partial(on_refresh, backend, tab)
+    timer = gr.Timer(REFRESH_SECONDS)
+    timer.tick(handler, inputs=refresh_inputs, outputs=refresh_outputs, show_progress="hidden")
+    demo.load(handler, inputs=refresh_inputs, outputs=refresh_outputs)
+    tab.stop_button.click(partial(on_stop, backend), inputs=[tab.selected], outputs=[tab.run_message])
+    tab.resume_button.click(
+        partial(on_resume, backend), inputs=[tab.selected, tab.checkpoint], outputs=[tab.run_message]
+    )
+    return tab
+
+
+def on_refresh(backend: Backend, tab: RunsTab, shown_names, selected_name, last_drawn) -> dict:
+    """The run list, the runs on the chart (by default those still going), the selected run's checkpoints and
+    error tail, the chart (redrawn only when a shown run has new records), the GPU panel."""
+    infos = backend.list_runs()
+    all_names = [info.name for info in infos]
+    shown_names = [n for n in (shown_names or []) if n in all_names]
+    if not shown_names:
+        shown_names = [i.name for i in infos if i.status in ("running", "stopping")] or all_names[:1]
+    if selected_name not in all_names:
+        selected_name = shown_names[0] if shown_names else None
+    current = next((info for info in infos if info.name == selected_name), None)
+    metrics = backend.metrics(sorted(shown_names))  # sorted: a run keeps its colour between refreshes
+    tail = current.error_tail if current is not None and current.status == "failed" else ""
+    drawn = [(run.name, len(run.records), len(run.events)) for run in metrics]
+    if not metrics:
+        figure = None
+    elif drawn == last_drawn:
+        figure = gr.update()  # nothing new: keep the picture instead of redrawing it every tick
+    else:
+        figure = charts.training_figure(metrics)
+    return {
+        tab.run_table: backend.run_table(infos),
+        tab.shown: gr.update(choices=all_names, value=shown_names),
+        tab.selected: gr.update(choices=all_names, value=selected_name),
+        tab.checkpoint: gr.update(choices=current.checkpoints if current else []),
+        tab.points: charts.points_summary(metrics),
+        tab.chart: figure,
+        tab.error_tail: gr.update(value=tail, visible=bool(tail)),
+        tab.gpu_panel: gpu.format_status(gpu.gpu_status()) if gpu.cuda_present() else "",
+        tab.drawn_curves: drawn,
+    }
+
+
+def on_stop(backend: Backend, name: str) -> str:
+    try:
+        info = backend.stop(name)
+    except runs.RunError as err:
+        return f"⚠ {err}"
+    saved = f"; checkpoints: {', '.join(info.checkpoints)}" if info.checkpoints else ""
+    return f"Run **{info.name}** is {info.status}{saved}."
+
+
+def on_resume(backend: Backend, name: str, checkpoint_name: str | None) -> str:
+    try:
+        info = backend.resume(name, checkpoint_name)
+    except runs.RunError as err:
+        return f"⚠ {err}"
+    return f"Resumed **{info.name}** (pid {info.pid})."
+
+
+# ----- launch (Configure → Runs) -----
+
+
+def wire_launch(backend: Backend, configure: ConfigureTab, run_list: RunsTab) -> None:
+    """Launch the form's run and show it, selected and on the chart, in the Runs tab."""
+    configure.launch_button.click(
+        partial(on_launch, backend, configure, run_list),
+        inputs=[run_list.shown, configure.run_name, *configure.inputs],
+        outputs=[configure.launch_message, run_list.selected, run_list.shown],
+    )
+
+
+def on_launch(backend: Backend, configure: ConfigureTab, run_list: RunsTab, shown_names, name, *raw) -> dict:
+    try:
+        info = backend.launch(name, configure.values(raw))
+    except (runs.RunError, ValueError) as err:
+        return {configure.launch_message: f"⚠ {err}"}
+    names_now = [run.name for run in backend.list_runs()]
+    shown_now = [n for n in (shown_names or []) if n in names_now] + [info.name]
+    return {
+        configure.launch_message: f"Launched **{info.name}** (pid {info.pid}) in `{info.path}`; see the Runs tab.",
+        run_list.selected: gr.update(choices=names_now, value=info.name),
+        run_list.shown: gr.update(choices=names_now, value=shown_now),
+    }
+
+
+# ----- Compare -----
+
+
+@dataclass
+class CompareTab:
+    refresh_button: Any
+    plot: Any
+    table: Any
+    csv_label: Any
+    csv_table: Any
+
+
+def compare_tab(demo: gr.Blocks, backend: Backend) -> CompareTab:
+    """Perplexity against peak memory of the finished runs, and the newest `hf-pept compare` table."""
+    with gr.Tab("Compare", id="compare"):
+        tab = CompareTab(
+            refresh_button=gr.Button("Refresh comparison", size="sm"),
+            plot=gr.Plot(label="perplexity vs memory", format="png"),
+            table=gr.Dataframe(label="finished runs (summary.json)", interactive=False),
+            csv_label=gr.Markdown(),
+            csv_table=gr.Dataframe(label="`hf-pept compare` table", interactive=False, visible=False),
+        )
+    outputs = [tab.plot, tab.table, tab.csv_label, tab.csv_table]
+    handler = partial(on_compare, backend, tab)
+    tab.refresh_button.click(handler, outputs=outputs)
+    demo.load(handler, outputs=outputs)
+    return tab
+
+
+def on_compare(backend: Backend, tab: CompareTab) -> dict:
+    import pandas as pd
+
+    rows = backend.comparison()
+    figure = charts.perplexity_memory_figure(rows, backend.perplexity_key, backend.memory_key) if rows else None
+    csv_path, csv_rows = backend.compare_table()
+    if csv_path is None:
+        note = f"No `comparison.csv` under `{backend.runs_root}` yet: run `hf-pept compare` there."
+        csv_update = gr.update(visible=False)
+    else:
+        note = f"From `{csv_path}`:"
+        csv_update = gr.update(value=pd.DataFrame(csv_rows[1:], columns=csv_rows[0]), visible=True)
+    return {
+        tab.plot: figure,
+        tab.table: pd.DataFrame(rows).round(4) if rows else None,
+        tab.csv_label: note,
+        tab.csv_table: csv_update,
+    }
