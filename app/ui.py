@@ -18,6 +18,7 @@ from . import charts, form, gpu, memory_view, runs
 from .backend import RUN_TABLE_HEADERS, Backend
 
 REFRESH_SECONDS = 2.0
+ERROR_MARK = "⚠"  # starts every error message, so a stale one can be told from a report
 FIELDS_PER_ROW = 2
 CSS = """
 .field-error { color: #b91c1c; font-size: 0.85em; margin-top: -8px; }
@@ -134,7 +135,7 @@ def configure_tab(demo: gr.Blocks, backend: Backend) -> ConfigureTab:
                 gr.Markdown("### Memory (estimated)")
                 memory_plot = gr.Plot(label="memory", format="png")
                 memory_table = gr.Markdown(elem_id="memory-table")
-                measure_button = gr.Button("Measure (run a few steps of this config)", size="sm")
+                measure_button = gr.Button("Measure (run a few steps of this config)", size="sm", elem_id="measure")
                 measure_message = gr.Markdown()
     tab = ConfigureTab(
         specs=backend.schema.specs,
@@ -163,12 +164,17 @@ def configure_tab(demo: gr.Blocks, backend: Backend) -> ConfigureTab:
         tab.memory_plot,
         tab.memory_table,
         tab.drawn_bars,
+        tab.launch_button,
+        tab.measure_button,
+        tab.launch_message,
     ]
-    form_inputs = [tab.drawn_bars, *tab.inputs]
+    form_inputs = [tab.drawn_bars, tab.launch_message, *tab.inputs]
     handler = partial(on_form, backend, tab)
     for component in tab.inputs:
         component.change(handler, inputs=form_inputs, outputs=form_outputs, trigger_mode="always_last")
     demo.load(handler, inputs=form_inputs, outputs=form_outputs)
+    # a launch refused for its run name is fixed by another name
+    tab.run_name.change(clear_error, inputs=[tab.launch_message], outputs=[tab.launch_message])
     tab.load_button.click(
         partial(on_load_command, backend, tab), inputs=[tab.command], outputs=[*tab.inputs, tab.launch_message]
     )
@@ -180,15 +186,25 @@ def configure_tab(demo: gr.Blocks, backend: Backend) -> ConfigureTab:
     return tab
 
 
-def on_form(backend: Backend, tab: ConfigureTab, last_bars, *raw) -> dict:
-    """Errors at their fields, the command and snippet when valid, the method's sections, the memory bars."""
+def on_form(backend: Backend, tab: ConfigureTab, last_bars, launch_message: str, *raw) -> dict:
+    """Errors at their fields, the command and snippet when valid, the method's sections, the memory bars.
+
+    Launch and Measure are enabled only while the form is valid, and an error left by an earlier launch is
+    cleared: it was about values that have changed since.
+    """
     state = backend.form_state(tab.values(raw))
     general = state.errors.get(form.GENERAL_ERROR, "")
-    out: dict = {}
+    valid = not state.errors
+    out: dict = {
+        tab.launch_button: gr.update(interactive=valid),
+        tab.measure_button: gr.update(interactive=valid),
+    }
+    if is_error(launch_message):
+        out[tab.launch_message] = ""
     for spec, error in zip(tab.specs, tab.errors):
         message = state.errors.get(spec.name)
-        out[error] = gr.update(value=f"⚠ {message}" if message else "", visible=message is not None)
-    out[tab.general_error] = gr.update(value=f"⚠ {general}" if general else "", visible=bool(general))
+        out[error] = gr.update(value=f"{ERROR_MARK} {message}" if message else "", visible=message is not None)
+    out[tab.general_error] = gr.update(value=f"{ERROR_MARK} {general}" if general else "", visible=bool(general))
     out[tab.command] = state.command or "# fix the highlighted fields"
     out[tab.snippet] = state.snippet
     for section, accordion in tab.accordions:
@@ -199,7 +215,7 @@ def on_form(backend: Backend, tab: ConfigureTab, last_bars, *raw) -> dict:
         return {
             **out,
             tab.memory_plot: None,
-            tab.memory_table: f"⚠ Cannot estimate memory for this config: {err}",
+            tab.memory_table: f"{ERROR_MARK} Cannot estimate memory for this config: {err}",
             tab.drawn_bars: None,
         }
     if not bars and backend.estimate is None:
@@ -219,11 +235,20 @@ def on_form(backend: Backend, tab: ConfigureTab, last_bars, *raw) -> dict:
     }
 
 
+def is_error(message: str | None) -> bool:
+    return str(message or "").startswith(ERROR_MARK)
+
+
+def clear_error(message: str | None):
+    """An empty message in place of an error one; any other message (a report of what was done) is kept."""
+    return "" if is_error(message) else gr.update()
+
+
 def on_load_command(backend: Backend, tab: ConfigureTab, text: str) -> dict:
     try:
         loaded = backend.load_command(text)
     except ValueError as err:
-        return {tab.launch_message: f"⚠ {err}"}
+        return {tab.launch_message: f"{ERROR_MARK} {err}"}
     return {
         **{component: loaded[spec.name] for spec, component in zip(tab.specs, tab.inputs)},
         tab.launch_message: "Command loaded into the form.",
@@ -236,7 +261,7 @@ def on_measure(backend: Backend, tab: ConfigureTab, *raw) -> dict:
         summary = backend.measure(state)
         bars = backend.memory_bars(state)
     except (runs.RunError, ValueError, RuntimeError, OSError) as err:
-        return {tab.measure_message: f"⚠ {err}"}
+        return {tab.measure_message: f"{ERROR_MARK} {err}"}
     peak = float(summary[backend.memory_key])
     label = next(iter(bars), None)
     measured_mb = {label: peak} if label else {}
@@ -372,7 +397,7 @@ def on_stop(backend: Backend, name: str) -> str:
     try:
         info = backend.stop(name)
     except runs.RunError as err:
-        return f"⚠ {err}"
+        return f"{ERROR_MARK} {err}"
     saved = f"; checkpoints: {', '.join(info.checkpoints)}" if info.checkpoints else ""
     return f"Run **{info.name}** is {info.status}{saved}."
 
@@ -381,7 +406,7 @@ def on_resume(backend: Backend, name: str, checkpoint_name: str | None) -> str:
     try:
         info = backend.resume(name, checkpoint_name)
     except runs.RunError as err:
-        return f"⚠ {err}"
+        return f"{ERROR_MARK} {err}"
     return f"Resumed **{info.name}** (pid {info.pid})."
 
 
@@ -401,7 +426,7 @@ def on_launch(backend: Backend, configure: ConfigureTab, run_list: RunsTab, show
     try:
         info = backend.launch(name, configure.values(raw))
     except (runs.RunError, ValueError) as err:
-        return {configure.launch_message: f"⚠ {err}"}
+        return {configure.launch_message: f"{ERROR_MARK} {err}"}
     names_now = [run.name for run in backend.list_runs()]
     shown_now = [n for n in (shown_names or []) if n in names_now] + [info.name]
     return {

@@ -1,6 +1,7 @@
 """End to end in a real browser: `python -m hf_pept.app` in a subprocess, headless Chromium (the Debian package)
-driven by Playwright: set a tiny config, launch a run, see the loss chart get points, stop the run (a checkpoint is
-saved), and see that a reloaded page re-attaches to the run list.
+driven by Playwright: Launch disabled while a field has an error, a refused launch's message gone once fixed, set a
+tiny config, launch a run, see the loss chart get points, stop the run (a checkpoint is saved), and see that a
+reloaded page re-attaches to the run list.
 
 Needs Chromium, gradio and playwright: `bash scripts/install_browser.sh .venv/bin/python` installs them (CI does).
 """
@@ -157,11 +158,13 @@ def test_configure_launch_watch_and_stop_in_the_browser(app_url, tmp_path):
         command = page.locator("#command")
         expect(command).to_contain_text("hf-pept train", timeout=20_000)
 
-        # A bad value gets the config's own message next to the field, and no command.
+        # A bad value gets the config's own message next to the field, no command, and no Launch button.
         _fill(page, "learning_rate", "fast")
         expect(page.locator("#error-learning_rate")).to_contain_text("must be a number", timeout=10_000)
+        expect(page.locator("#launch")).to_be_disabled()
         _fill(page, "learning_rate", "0.001")
         expect(page.locator("#error-learning_rate")).to_be_hidden(timeout=10_000)
+        expect(page.locator("#launch")).to_be_enabled()
 
         # A dataset path that does not exist is named at its field; the small corpus then passes.
         _fill(page, "dataset", str(tmp_path / "missing.txt"))
@@ -178,7 +181,13 @@ def test_configure_launch_watch_and_stop_in_the_browser(app_url, tmp_path):
         if _default_method() != "galore":  # a default is never written on the command line
             expect(command).to_contain_text("--method galore")
 
-        page.locator("#run-name textarea, #run-name input").first.fill("browser-galore")
+        # A refused launch says why until the run name is fixed.
+        run_name = page.locator("#run-name textarea, #run-name input").first
+        run_name.fill("bad name")
+        page.locator("#launch").click()
+        expect(page.locator("#launch-message")).to_contain_text("is not valid", timeout=10_000)
+        run_name.fill("browser-galore")
+        expect(page.locator("#launch-message")).not_to_contain_text("not valid", timeout=10_000)
         page.locator("#launch").click()
         expect(page.locator("#launch-message")).to_contain_text("Launched", timeout=15_000)
 

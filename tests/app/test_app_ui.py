@@ -1,0 +1,73 @@
+"""The UI's handlers as Gradio calls them: each test builds the whole app on the fake schema, finds the function
+wired to an event, calls it with the components' current values (changed where the test says) and checks that
+it updates only components it is wired to."""
+
+from __future__ import annotations
+
+import pytest
+from app_fakes import fake_cli, fake_estimate, fake_schema
+
+from hf_pept.app.backend import Backend
+
+gr = pytest.importorskip("gradio")
+ui = pytest.importorskip("hf_pept.app.ui")
+
+
+@pytest.fixture
+def backend(tmp_path):
+    return Backend(fake_schema(), tmp_path / "runs", estimate=fake_estimate, cli=fake_cli(tmp_path))
+
+
+@pytest.fixture
+def demo(backend):
+    return ui.build_ui(backend)
+
+
+def component(demo, elem_id: str):
+    return next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == elem_id)
+
+
+def field(demo, name: str):
+    return component(demo, f"field-{name}")
+
+
+def call(demo, handler: str, trigger=None, values: dict | None = None):
+    """Run the function named ``handler`` (the one ``trigger`` fires, when given) on the components' values."""
+    found = [
+        fn
+        for fn in demo.fns.values()
+        if getattr(fn.fn, "func", fn.fn).__name__ == handler
+        and (trigger is None or any(target[0] == trigger._id for target in fn.targets))
+    ]
+    assert found, f"no event runs {handler}"
+    fn = found[0]
+    values = values or {}
+    out = fn.fn(*[values[c] if c in values else c.value for c in fn.inputs])
+    if len(fn.outputs) > 1:
+        assert isinstance(out, dict) and set(out) <= set(fn.outputs), "updates a component it is not wired to"
+    return out
+
+
+def test_launch_and_measure_are_disabled_while_the_form_has_errors(demo):
+    launch, measure = component(demo, "launch"), component(demo, "measure")
+    out = call(demo, "on_form", values={field(demo, "learning_rate"): "fast"})
+    assert out[launch]["interactive"] is False and out[measure]["interactive"] is False
+    assert "must be a number" in out[component(demo, "error-learning_rate")]["value"]
+    out = call(demo, "on_form", values={field(demo, "learning_rate"): "0.01"})
+    assert out[launch]["interactive"] is True and out[measure]["interactive"] is True
+
+
+def test_a_launch_error_is_cleared_when_the_form_changes_and_a_report_is_kept(demo, backend):
+    message = component(demo, "launch-message")
+    # a launch refused for a bad name leaves an error message; the next form change clears it
+    out = call(demo, "on_launch", values={component(demo, "run-name"): "a b"})
+    assert out[message].startswith(ui.ERROR_MARK) and "not valid" in out[message]
+    out = call(demo, "on_form", values={message: out[message], field(demo, "max_steps"): "5"})
+    assert out[message] == ""
+    # so does a new run name
+    out = call(demo, "clear_error", values={message: "⚠ Run name 'a b' is not valid"})
+    assert out == ""
+    # what was done stays (the form changes right after a command is loaded into it)
+    out = call(demo, "on_form", values={message: "Command loaded into the form."})
+    assert message not in out
+    assert call(demo, "clear_error", values={message: "Launched **r1**"}) == gr.update()
