@@ -149,11 +149,12 @@ class Backend:
         )
 
     def _run_dir(self, name: str) -> Path:
+        """The folder of the run listed as ``name`` (a path under the runs folder, e.g. ``compare/galore``)."""
         if not name:
             raise runs.RunError("Select a run first.")
-        run_dir = self.runs_root / name
-        if not run_dir.is_dir():
-            raise runs.RunError(f"No run folder {run_dir}.")
+        run_dir = (self.runs_root / name).resolve()
+        if not run_dir.is_relative_to(self.runs_root) or not run_dir.is_dir():
+            raise runs.RunError(f"No run folder {name!r} in {self.runs_root}.")
         return run_dir
 
     def list_runs(self) -> list[runs.RunInfo]:
@@ -173,14 +174,19 @@ class Backend:
         ]
 
     def metrics(self, names: list[str]) -> list[charts.RunMetrics]:
-        return [charts.read_metrics(self.runs_root / name) for name in names if (self.runs_root / name).is_dir()]
+        """The records of the runs listed as ``names``, each named as listed."""
+        found = []
+        for name in names:
+            try:
+                run_dir = self._run_dir(name)
+            except runs.RunError:
+                continue  # gone since the list was read
+            found.append(charts.read_metrics(run_dir, name=name))
+        return found
 
     def comparison(self) -> list[dict]:
-        """Finished runs of the runs folder, and those of the newest ``hf-pept compare`` folder inside it."""
+        """The finished runs of the run list (with those ``hf-pept compare`` wrote into a sub-folder)."""
         finished = [info.path for info in self.list_runs() if info.status == "finished"]
-        csv_path, _ = self.compare_table()
-        if csv_path is not None and csv_path.parent != self.runs_root:
-            finished += [info.path for info in runs.list_runs(csv_path.parent) if info.status == "finished"]
         return charts.comparison_rows(finished, root=self.runs_root)
 
     def compare_table(self) -> tuple[Path | None, list[list[str]]]:

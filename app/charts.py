@@ -51,10 +51,11 @@ class RunMetrics:
         return steps, values
 
 
-def read_metrics(run_dir: str | Path) -> RunMetrics:
-    """All complete lines of ``run_dir/metrics.jsonl`` split into metric records and event records."""
+def read_metrics(run_dir: str | Path, name: str | None = None) -> RunMetrics:
+    """All complete lines of ``run_dir/metrics.jsonl`` split into metric records and event records, under the
+    run's ``name`` (default: its folder's name)."""
     run_dir = Path(run_dir)
-    metrics = RunMetrics(name=run_dir.name)
+    metrics = RunMetrics(name=name or run_dir.name)
     try:
         text = (run_dir / METRICS_FILE).read_text(encoding="utf-8", errors="replace")
     except OSError:

@@ -130,8 +130,9 @@ def _last_step(run_dir: Path) -> int | None:
     return None
 
 
-def run_info(run_dir: str | os.PathLike) -> RunInfo:
-    """Read a run folder's state; a run the app did not launch (plain CLI) is read the same way."""
+def run_info(run_dir: str | os.PathLike, name: str | None = None) -> RunInfo:
+    """Read a run folder's state; a run the app did not launch (plain CLI) is read the same way. ``name`` is how
+    the run is shown (default: its folder's name)."""
     run_dir = Path(run_dir)
     record = _read_json(run_dir / PROCESS_FILE)
     alive = _is_alive(record)
@@ -151,7 +152,7 @@ def run_info(run_dir: str | os.PathLike) -> RunInfo:
     if status == "failed":
         error_tail = tail(run_dir / PROCESS_LOG) or tail(run_dir / "stdout.log")
     return RunInfo(
-        name=run_dir.name,
+        name=name or run_dir.name,
         path=run_dir,
         status=status,
         pid=int(record["pid"]) if alive else None,
@@ -162,17 +163,31 @@ def run_info(run_dir: str | os.PathLike) -> RunInfo:
     )
 
 
+def is_run_dir(path: Path) -> bool:
+    """A folder with a process record, metrics or a summary."""
+    return path.is_dir() and any((path / f).exists() for f in (PROCESS_FILE, METRICS_FILE, SUMMARY_FILE))
+
+
 def list_runs(runs_root: str | os.PathLike) -> list[RunInfo]:
-    """Every run folder under ``runs_root`` (a folder with a process record, metrics or a summary), newest first."""
+    """Every run folder under ``runs_root``, newest first, named by its path under the root.
+
+    A sub-folder that is not a run itself is looked into once more: ``hf-pept compare`` puts one run per method
+    there (``compare/galore``). Hidden folders (the app's ``.measure`` scratch runs) are left out.
+    """
     root = Path(runs_root)
     if not root.is_dir():
         return []
-    runs = [
-        run_info(child)
-        for child in root.iterdir()
-        if child.is_dir() and any((child / f).exists() for f in (PROCESS_FILE, METRICS_FILE, SUMMARY_FILE))
-    ]
-    return sorted(runs, key=lambda info: info.path.stat().st_mtime, reverse=True)
+    found = []
+    for child in _visible_dirs(root):
+        if is_run_dir(child):
+            found.append(run_info(child))
+        else:
+            found += [run_info(run, f"{child.name}/{run.name}") for run in _visible_dirs(child) if is_run_dir(run)]
+    return sorted(found, key=lambda info: info.path.stat().st_mtime, reverse=True)
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return [child for child in folder.iterdir() if child.is_dir() and not child.name.startswith(".")]
 
 
 def new_run_name(method: str, model: str) -> str:

@@ -102,13 +102,27 @@ def test_compare_table_reads_the_newest_comparison_csv(backend):
     assert rows == [["method", "eval perplexity"], ["full", "30.1"], ["galore", "30.9"]]
 
 
-def test_comparison_includes_the_runs_of_a_compare_folder(backend):
+def test_the_runs_of_a_compare_folder_are_listed_charted_and_compared(backend):
     folder = backend.runs_root / "compare"
     for method, ppl in (("full", 30.1), ("galore", 30.9)):
         (folder / method).mkdir(parents=True)
         (folder / method / "summary.json").write_text(f'{{"method": "{method}", "eval_perplexity": {ppl}}}')
         (folder / method / "metrics.jsonl").write_text('{"step": 1, "loss": 3.0}\n')
-    assert backend.comparison() == []  # no comparison.csv yet: only the runs folder's own runs
     (folder / "comparison.csv").write_text("method,eval perplexity\nfull,30.1\ngalore,30.9\n")
+    assert sorted(info.name for info in backend.list_runs()) == ["compare/full", "compare/galore"]
+    assert [run.name for run in backend.metrics(["compare/galore"])] == ["compare/galore"]
+    assert backend.metrics(["compare/galore"])[0].series("loss") == ([1], [3.0])
     rows = sorted(backend.comparison(), key=lambda row: row["run"])
     assert [(row["run"], row["eval_perplexity"]) for row in rows] == [("compare/full", 30.1), ("compare/galore", 30.9)]
+    # (also before `hf-pept compare` has written its table: a method's run is compared once it has finished)
+    (folder / "comparison.csv").unlink()
+    assert len(backend.comparison()) == 2
+
+
+@pytest.mark.parametrize("name", ["../outside", "/etc"])
+def test_a_run_name_outside_the_runs_folder_is_refused(backend, name):
+    backend.runs_root.mkdir(parents=True)
+    (backend.runs_root.parent / "outside").mkdir()
+    with pytest.raises(runs.RunError, match="No run folder"):
+        backend.stop(name)
+    assert backend.metrics([name]) == []

@@ -131,3 +131,17 @@ def test_a_folder_written_by_the_plain_cli_is_listed(tmp_path):
     assert [(r.name, r.status, r.last_step) for r in runs.list_runs(tmp_path)] == [("cli-run", "unknown", 1)]
     (run_dir / "summary.json").write_text("{}")
     assert runs.run_info(run_dir).status == "finished"
+
+
+def test_the_method_folders_of_a_compare_run_are_listed_under_its_folder(tmp_path):
+    for name in ("compare/full", "compare/galore", "own", ".measure/scratch"):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "metrics.jsonl").write_text('{"step": 2, "loss": 2.0}\n')
+    (tmp_path / "compare" / "comparison.csv").write_text("method\nfull\ngalore\n")
+    (tmp_path / "compare" / "galore" / "summary.json").write_text("{}")
+    (tmp_path / "empty").mkdir()  # neither a run nor a folder of runs
+    listed = {info.name: info for info in runs.list_runs(tmp_path)}
+    assert set(listed) == {"own", "compare/full", "compare/galore"}  # hidden scratch runs are left out
+    assert listed["compare/galore"].path == tmp_path / "compare" / "galore"
+    assert (listed["compare/galore"].status, listed["compare/full"].status) == ("finished", "unknown")
+    assert listed["compare/full"].last_step == 2
