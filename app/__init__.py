@@ -12,7 +12,11 @@ INSTALL_HINT = "The app needs Gradio: pip install 'hf-pept[app]' (or: pip instal
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-pept app", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="hf-pept app",
+        description="The Gradio app: configure a run, estimate its memory, launch it as an hf-pept train "
+        "subprocess, watch its loss, perplexity and memory live.",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="Interface to listen on (default: only this machine).")
     parser.add_argument("--port", type=int, default=7860, help="Port of the web UI.")
     parser.add_argument("--share", action="store_true", help="Also open a public gradio.live link (off by default).")

@@ -47,7 +47,8 @@ class Schema:
     max_steps_field: str = "max_steps"
     python_import: str = "hf_pept.run_args"
     python_entry: str = "from hf_pept.cli import train"
-    # the entry's keyword for each dataclass (``train(run=..., galore=...)``); positional when absent
+    # the entry's keyword for each dataclass (``train(run=..., galore=...)``); positional when absent (``hf-pept``'s
+    # ``train(run, *option_groups)`` takes every group positionally, in any order)
     entry_params: dict[type, str] = field(default_factory=dict)
 
     @property
@@ -108,59 +109,28 @@ def load_schema() -> Schema:
         method_sections=sections,
         parser_classes=tuple(run_args.ARGUMENT_CLASSES),
         methods=tuple(method_spec.choices),
-        entry_params=_entry_params(),
     )
 
 
-def _entry_params() -> dict[type, str]:
-    """Which keyword of ``hf_pept.cli.train`` takes which dataclass, read from its type hints."""
-    import typing
-
-    try:
-        from hf_pept.cli import train
-    except ImportError:
-        return {}
-    params = {}
-    for name, hint in typing.get_type_hints(train).items():
-        for candidate in (hint, *typing.get_args(hint)):
-            if isinstance(candidate, type) and dataclasses.is_dataclass(candidate):
-                params[candidate] = name
-    return params
-
-
 def _attach_config_checks(sections: list[Section]) -> None:
-    """Sections mirrored from a method config (``config_fields``: ours -> theirs) are checked by building that
-    config, with the shared rank (and, for ReLoRA, the adapter knobs) filled in as a run would."""
-    from hf_pept.galore.config import GaLoreConfig
-    from hf_pept.relora.config import ReLoRAConfig
-    from hf_pept.run_args import check_fira_method
+    """Sections mirrored from a method config (``config_fields``: ours -> theirs) are checked as a run is, by
+    ``hf_pept.run_args.prepare``: the chosen method's config built from the form's values, rank resolved."""
+    from hf_pept import run_args
 
-    by_class = {section.config_class.__name__: section for section in sections}
-    adapter = by_class.get("AdapterArguments")
-    adapter_fields = dict(getattr(adapter.config_class, "config_fields", {})) if adapter else {}
+    def check(typed: dict):
+        groups = [
+            cls(**{f.name: typed[f.name] for f in dataclasses.fields(cls) if f.name in typed})
+            for cls in run_args.ARGUMENT_CLASSES
+        ]
+        return run_args.prepare(*groups).config
+
+    config_names = {"r": "rank", "rank": "rank"}  # the rank as LoRA / ReLoRA and as GaLore name it
     for section in sections:
-        mirrored = dict(getattr(section.config_class, "config_fields", {}))
-        if not mirrored or section is adapter:
-            continue
-        if section.config_class.__name__.startswith("GaLore"):
-            config_class, rank_name, extra = GaLoreConfig, "rank", {}
-        elif section.config_class.__name__.startswith("ReLoRA"):
-            config_class, rank_name, extra = ReLoRAConfig, "r", adapter_fields
-        else:
-            continue
-        fields_map = {**extra, **mirrored}
-
-        def check(typed: dict, config_class=config_class, rank_name=rank_name, fields_map=fields_map):
-            kwargs = {theirs: typed[ours] for ours, theirs in fields_map.items() if ours in typed}
-            if "rank" in typed:
-                kwargs[rank_name] = typed["rank"]
-            config = config_class(**kwargs)
-            if config_class is GaLoreConfig:
-                check_fira_method(str(typed.get("method", "")), config.fira)
-            return config
-
-        section.check = check
-        section.check_names = {theirs: ours for ours, theirs in fields_map.items()} | {rank_name: "rank"}
+        config_names |= {theirs: ours for ours, theirs in getattr(section.config_class, "config_fields", {}).items()}
+    for section in sections:
+        if getattr(section.config_class, "config_fields", None):
+            section.check = check
+            section.check_names = config_names
 
 
 def python_snippet(schema: Schema, method: str, typed: dict) -> str:

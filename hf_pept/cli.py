@@ -3,6 +3,7 @@
 hf-pept train    --method galore --model 60m ...   one pre-training run as a folder (options: hf-pept train -h)
 hf-pept compare  [--budget 2]                      full-rank vs LoRA vs ReLoRA vs GaLore, same budget and seed
 hf-pept estimate --method galore --model 1b ...    memory estimate per component, no training
+hf-pept methods  [NAME ...]                        every method: family, paper, stock entry point, knobs
 hf-pept app                                        the Gradio app (needs `pip install hf-pept[app]`)
 """
 
@@ -12,7 +13,7 @@ import sys
 
 from .runner import train
 
-COMMANDS = ("train", "compare", "estimate", "app")
+COMMANDS = ("train", "compare", "estimate", "methods", "app")
 USAGE = __doc__
 
 
@@ -35,6 +36,20 @@ def _estimate(argv: list[str]) -> int:
     return estimate_main(argv)
 
 
+def _methods(argv: list[str]) -> int:
+    import argparse
+
+    from . import methods
+
+    parser = argparse.ArgumentParser(
+        prog="hf-pept methods", description="Every training method: family, paper, stock entry point and knobs."
+    )
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"Only these ({', '.join(methods.METHODS)}).")
+    args = parser.parse_args(argv)
+    print(methods.format_table(args.names))
+    return 0
+
+
 def _app(argv: list[str]) -> int:
     try:
         from hf_pept.app import main as app_main
@@ -55,12 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    handlers = {"train": _train, "compare": _compare, "estimate": _estimate, "app": _app}
+    handlers = {"train": _train, "compare": _compare, "estimate": _estimate, "methods": _methods, "app": _app}
     if command not in handlers:
         print(f"hf-pept: unknown command {command!r}; choose one of {', '.join(COMMANDS)}\n{USAGE}", file=sys.stderr)
         return 2
     try:
         return handlers[command](rest)
+    except SystemExit as exit_:  # argparse: --help (0) or a bad option (2, its one-line message already printed)
+        return exit_.code if isinstance(exit_.code, int) else 2
     except ValueError as err:
         # Bad input: one clear line, no traceback (the message names the value and what is valid).
         print(f"hf-pept {command}: error: {err}", file=sys.stderr)

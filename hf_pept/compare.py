@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import methods as method_table
 from .metrics import METRICS_FILE
-from .run_args import METHODS
 from .runner import SUMMARY_FILE
 
-DEFAULT_METHODS = ("full", "lora", "relora", "galore")
+DEFAULT_METHODS = method_table.compare_methods()
 BASE_STEPS = 200
 CSV_FILE = "comparison.csv"
 PLOT_FILE = "comparison.png"
@@ -53,7 +53,7 @@ class Budget:
     vocab_size: int = 4096
     seq_len: int = 128
     batch_size: int = 8
-    rank: int = 64  # a quarter of the 20m model's width, as rank 128 of the 60M model's 512 in both papers
+    rank: int | None = None  # None = each method's default: a quarter of the model's width (64 at 20m)
     seed: int = 42
     max_eval_tokens: int = 16384
     max_train_tokens: int | None = None
@@ -74,26 +74,20 @@ class Budget:
         return [
             "--model", self.model, "--vocab_size", str(self.vocab_size), "--seq_len", str(self.seq_len),
             "--batch_size", str(self.batch_size), "--max_steps", str(max_steps), "--seed", str(self.seed),
-            "--rank", str(self.rank), "--eval_steps", str(max(1, max_steps // 5)),
+            "--eval_steps", str(max(1, max_steps // 5)),
             "--logging_steps", str(max(1, max_steps // 40)), "--save_steps", "0", "--save_total_limit", "1",
             "--max_eval_tokens", str(self.max_eval_tokens), "--lora_dropout", "0.0",
+            *([] if self.rank is None else ["--rank", str(self.rank)]),
         ]  # fmt: skip
 
     def data_argv(self) -> list[str]:
         return [] if self.max_train_tokens is None else ["--max_train_tokens", str(self.max_train_tokens)]
 
     def method_argv(self, method: str) -> list[str]:
-        """Method knobs scaled to the budget: ReLoRA warm-starts full-rank for the first quarter (Lialin et al.
-        2023, §3) then merges every quarter; GaLore refreshes its projectors every quarter."""
-        quarter = max(2, self.max_steps // 4)
-        if method == "relora":
-            return [
-                "--warm_start_steps", str(quarter), "--relora_steps", str(quarter),
-                "--restart_warmup_steps", str(max(1, quarter // 5)),
-            ]  # fmt: skip
-        if method.startswith("galore"):
-            return ["--update_proj_gap", str(quarter)]
-        return []
+        """The method's periodic knobs (the method table's ``compare_knobs``) scaled to the budget: ReLoRA
+        warm-starts for the first quarter, then merges every quarter; GaLore refreshes its projectors every quarter."""
+        knobs = method_table.get(method).compare_knobs
+        return knobs(max(2, self.max_steps // 4)) if knobs else []
 
     def argv(self, method: str, output_dir: Path, device: str) -> list[str]:
         return [
@@ -214,7 +208,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="hf-pept compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=float, default=1.0, help="Multiplier of the default budget (steps).")
     parser.add_argument("--model", default=Budget.model, help="Model size or local path (default: %(default)s).")
-    parser.add_argument("--rank", type=int, default=Budget.rank, help="Rank of every low-rank method.")
+    parser.add_argument(
+        "--rank", type=int, default=Budget.rank, help="Rank of every low-rank method (default: hidden size / 4)."
+    )
     parser.add_argument("--seq_len", type=int, default=Budget.seq_len, help="Tokens per sequence.")
     parser.add_argument("--batch_size", type=int, default=Budget.batch_size, help="Sequences per step.")
     parser.add_argument("--vocab_size", type=int, default=Budget.vocab_size, help="BPE vocabulary size.")
@@ -225,7 +221,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--methods",
         default=",".join(DEFAULT_METHODS),
-        help=f"Comma-separated methods, full-rank first (choices: {', '.join(METHODS)}).",
+        help=f"Comma-separated methods, full-rank first (choices: {', '.join(method_table.METHODS)}).",
     )
     parser.add_argument(
         "--max_train_tokens", type=int, default=None, help="Train on the first N tokens only (default: all)."
@@ -238,9 +234,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in method_table.METHODS]
     if unknown or not methods:
-        raise ValueError(f"--methods {args.methods!r} has unknown method(s) {unknown}; choose from {list(METHODS)}")
+        raise ValueError(
+            f"--methods {args.methods!r} has unknown method(s) {unknown}; choose from {list(method_table.METHODS)}"
+        )
     budget = Budget(
         args.budget,
         args.model,
@@ -255,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(
         f"hf-pept compare: {', '.join(methods)} on the {budget.model} model, {budget.max_steps} steps of "
-        f"{budget.batch_size * budget.seq_len:,} tokens each, rank {budget.rank}, seed {budget.seed}; runs in {out}",
+        f"{budget.batch_size * budget.seq_len:,} tokens each, rank {budget.rank or 'hidden/4'}, seed {budget.seed}; "
+        f"runs in {out}",
         flush=True,
     )
     started = time.perf_counter()
@@ -288,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{table}\n\n{hardware}; total {time.perf_counter() - started:.0f} s")
     (out / "comparison.txt").write_text(f"{table}\n\n{hardware}\n", encoding="utf-8")
     write_csv(rows, out / CSV_FILE)
-    title = f"{budget.model}, {budget.max_steps} steps × {budget.batch_size * budget.seq_len} tokens, rank {budget.rank} | {hardware}"
+    rank = budget.rank or next((s.get("rank") for s, _ in runs.values() if s.get("rank")), "hidden/4")
+    title = f"{budget.model}, {budget.max_steps} steps × {budget.batch_size * budget.seq_len} tokens, rank {rank} | {hardware}"
     if plot(runs, rows, out / PLOT_FILE, title):
         print(f"wrote {out / CSV_FILE} and {out / PLOT_FILE}")
     else:

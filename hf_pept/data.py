@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import sysconfig
 from collections.abc import Iterable, Sequence
@@ -130,6 +131,36 @@ def _local_documents(path: Path, text_field: str) -> list[str]:
     raise ValueError(f"Dataset file {path} must end in .txt or .jsonl")
 
 
+# A hub dataset name: ``owner/name`` with an optional ``:config`` (the hub's own repository-id form).
+_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(:[\w.-]+)?")
+_LOCAL_SUFFIXES = (".txt", ".jsonl")
+
+
+def is_hub_name(dataset: str) -> bool:
+    """``owner/name[:config]`` and not a file name we read (``data/corpus.txt`` is a missing path, not a repo)."""
+    text = os.fspath(dataset)
+    return bool(_HUB_NAME.fullmatch(text)) and not text.partition(":")[0].endswith(_LOCAL_SUFFIXES)
+
+
+def check_dataset(dataset: str) -> None:
+    """Refuse a ``dataset`` that is neither ``builtin``, an existing path, nor a hub name, before any work starts."""
+    text = os.fspath(dataset)
+    if text == BUILTIN or os.path.exists(text):
+        return
+    if not is_hub_name(text):
+        raise ValueError(
+            f"Dataset path {text} does not exist (use 'builtin', a local .txt/.jsonl file or folder, or a hub "
+            "dataset 'owner/name[:config]')"
+        )
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            f"Dataset {text!r} is a Hugging Face hub name, which needs the `datasets` package: `pip install "
+            "datasets` (or pass a local .txt/.jsonl file)"
+        ) from None
+
+
 def _hub_documents(name: str, text_field: str, max_chars: int) -> list[str]:
     try:
         import datasets
@@ -155,6 +186,7 @@ def load_corpus(dataset: str = BUILTIN, text_field: str = "text", hub_max_chars:
     """The documents of ``dataset`` (``"builtin"``, a local ``.txt``/``.jsonl`` file or folder, or a hub name
     ``"repo[:config]"``) split into training and held-out documents by :func:`split_by_document`."""
     dataset = os.fspath(dataset)
+    check_dataset(dataset)
     if dataset == BUILTIN:
         documents = [_read_text(path) for path in builtin_files()]
         name = f"builtin (Python {sys.version_info.major}.{sys.version_info.minor} standard library)"

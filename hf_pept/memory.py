@@ -28,14 +28,18 @@ was checked against the saved-tensor bytes of the tiny and 20m models (``tests/t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from . import methods as method_table
+from .knobs import LLAMA_LINEAR_MODULES
+from .methods import StateLayout
 from .models import MODEL_SIZES, llama_config
-from .run_args import GALORE_METHODS, LLAMA_LINEAR_MODULES, METHODS
 
 MB = 2**20
+PAPER_VOCAB_SIZE = 32000  # the T5 vocabulary of the ReLoRA and GaLore papers' LLaMA runs
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 BLOCKSIZE_8BIT = 256
 COMPONENTS = ("weights", "gradients", "optimizer_state", "activations")
@@ -124,7 +128,7 @@ def _adam_state(numel: int, dtype_bytes: int) -> int:
     return 2 * numel * dtype_bytes + 4
 
 
-def _galore_state(param: ParamShape, rank: int, method: str, proj_type: str, dtype_bytes: int) -> int:
+def _galore_state(param: ParamShape, rank: int, layout: StateLayout, proj_type: str, dtype_bytes: int) -> int:
     from .galore.projector import projection_side
 
     m, n = param.shape
@@ -136,17 +140,18 @@ def _galore_state(param: ParamShape, rank: int, method: str, proj_type: str, dty
     else:  # both sides: P (m×r), Q (n×r), R = PᵀGQ is r×r
         projector, lowrank = (m + n) * rank, (rank, rank)
     numel = math.prod(lowrank)
-    if method == "galore-adafactor":
+    if layout.base == "adafactor":
         moments = (lowrank[0] + lowrank[1]) * dtype_bytes  # factored V̂: rows + columns, β1 = None
-    elif method == "galore-8bit":
+    elif layout.base == "adamw_8bit":
         moments = 2 * (numel + 4 * math.ceil(numel / BLOCKSIZE_8BIT))
     else:
         moments = 2 * numel * dtype_bytes
-    return projector * dtype_bytes + moments
+    residual_norm = 4 if layout.residual_norm else 0  # Fira's limiter: the last ‖S̃‖, one fp32 scalar
+    return projector * dtype_bytes + moments + residual_norm
 
 
-def _galore_full_rank_state(param: ParamShape, method: str, dtype_bytes: int) -> int:
-    if method == "galore-adafactor":
+def _galore_full_rank_state(param: ParamShape, layout: StateLayout, dtype_bytes: int) -> int:
+    if layout.base == "adafactor":
         if len(param.shape) >= 2:
             return (param.shape[0] + param.shape[1]) * dtype_bytes
         return param.numel * dtype_bytes
@@ -200,10 +205,10 @@ def _resolve_precision(precision: str) -> str:
 def estimate(
     method: str = "full",
     model: Any = "60m",
-    vocab_size: int = 32000,
+    vocab_size: int = PAPER_VOCAB_SIZE,
     seq_len: int = 256,
     batch_size: int = 8,
-    rank: int = 128,
+    rank: int | None = None,
     target_modules: list[str] | None = None,
     precision: str = "fp32",
     weight_dtype: str = "fp32",
@@ -213,31 +218,37 @@ def estimate(
 ) -> MemoryEstimate:
     """Bytes of weights, gradients, optimizer state and activations of one training step.
 
-    ``model`` is a size name, a local model path or a ``LlamaConfig``. ``precision`` is the activation precision
-    (``bf16`` = mixed precision, as ``hf-pept train`` uses on a GPU); ``weight_dtype`` the dtype of weights,
-    gradients and optimizer state (``fp32`` under mixed precision; ``bf16`` for pure-bf16 training as in the GaLore
-    paper's memory table). Other ``hf-pept train`` options (``run_options``) are accepted and do not change memory,
-    so a whole run's options can be passed.
+    ``method`` is a name of the method table (:mod:`hf_pept.methods`), whose state layout says what is counted.
+    ``model`` is a size name, a local model path or a ``LlamaConfig``. ``rank`` None = the method's default for the
+    model (a quarter of its hidden size, as ``hf-pept train``). ``precision`` is the activation precision (``bf16``
+    = mixed precision, as ``hf-pept train`` uses on a GPU); ``weight_dtype`` the dtype of weights, gradients and
+    optimizer state (``fp32`` under mixed precision; ``bf16`` for pure-bf16 training as in the GaLore paper's memory
+    table). Other ``hf-pept train`` options (``run_options``) are accepted and do not change memory, so a whole
+    run's options can be passed.
     """
-    if method not in METHODS:
-        raise ValueError(f"method {method!r} is not one of {list(METHODS)}")
+    entry = method_table.get(method)
     if weight_dtype not in DTYPE_BYTES:
         raise ValueError(f"weight_dtype must be one of {list(DTYPE_BYTES)}, got {weight_dtype!r}")
-    for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("rank", rank)):
+    for name, value in (("seq_len", seq_len), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+        raise ValueError(f"rank must be a positive integer (or None for the method's default), got {rank!r}")
     config = _config_for(model, vocab_size, seq_len)
+    if rank is None:
+        rank = entry.default_rank(config.hidden_size) or 0
     targets = list(target_modules) if target_modules else list(LLAMA_LINEAR_MODULES)
     wb = DTYPE_BYTES[weight_dtype]
     shapes = llama_parameter_shapes(config)
     total_params = sum(p.numel for p in shapes)
     weights = total_params * wb
     gradients = optimizer = trained = 0
-    if method == "full":
+    layout = entry.state
+    if layout.kind == "full":
         trained = total_params
         gradients = total_params * wb
         optimizer = sum(_adam_state(p.numel, wb) for p in shapes)
-    elif method in ("lora", "relora"):
+    elif layout.kind == "adapter":
         for p in shapes:
             if _is_target(p, targets):
                 m, n = p.shape
@@ -250,17 +261,16 @@ def estimate(
                 trained += p.numel
                 optimizer += _adam_state(p.numel, wb)
         gradients = trained * wb
-    elif method in GALORE_METHODS:
+    elif layout.kind == "galore":
         trained = total_params
         for p in shapes:
             if _is_target(p, targets) and min(p.shape) > rank:
-                optimizer += _galore_state(p, rank, method, proj_type, wb)
+                optimizer += _galore_state(p, rank, layout, proj_type, wb)
             else:
-                optimizer += _galore_full_rank_state(p, method, wb)
-        if method == "galore-layerwise":
-            gradients = max(p.numel for p in shapes) * wb
-        else:
-            gradients = total_params * wb
+                optimizer += _galore_full_rank_state(p, layout, wb)
+        gradients = (max(p.numel for p in shapes) if layout.layerwise else total_params) * wb
+    else:
+        raise ValueError(f"method {method!r} has a state layout {layout.kind!r} that hf_pept.memory does not count")
     activation_value_bytes = 2 if _resolve_precision(precision) == "bf16" else 4
     activations = activation_bytes(config, batch_size, seq_len, activation_value_bytes, gradient_checkpointing)
     return MemoryEstimate(method, weights, gradients, optimizer, activations, trained, total_params)
@@ -280,25 +290,39 @@ def format_estimates(estimates: list[MemoryEstimate]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``hf-pept estimate``: the four components for one or every method, without training."""
+    from .run_args import LowRankArguments, RunArguments
+
+    methods = method_table.method_names()
+    run_default = {f.name: f.default for f in dataclasses.fields(RunArguments)}
     parser = argparse.ArgumentParser(prog="hf-pept estimate", description=main.__doc__)
-    parser.add_argument("--method", default="all", help=f"One of {', '.join(METHODS)}, or 'all' (default).")
+    parser.add_argument("--method", default="all", help=f"One of {', '.join(methods)}, or 'all' (default).")
     parser.add_argument("--model", default="60m", help="Size name or local LLaMA folder (default: %(default)s).")
-    parser.add_argument("--vocab_size", type=int, default=32000, help="Vocabulary size (default: %(default)s).")
-    parser.add_argument("--seq_len", type=int, default=256, help="Tokens per sequence (default: %(default)s).")
-    parser.add_argument("--batch_size", type=int, default=8, help="Sequences per micro-batch (default: %(default)s).")
-    parser.add_argument("--rank", type=int, default=128, help="Rank of the low-rank methods (default: %(default)s).")
+    parser.add_argument(
+        "--vocab_size", type=int, default=PAPER_VOCAB_SIZE, help="Vocabulary size (default: the papers' %(default)s)."
+    )
+    parser.add_argument(
+        "--seq_len", type=int, default=run_default["seq_len"], help="Tokens per sequence (default: %(default)s)."
+    )
+    parser.add_argument(
+        "--batch_size", type=int, default=run_default["batch_size"], help="Sequences per micro-batch (%(default)s)."
+    )
+    rank_help = dataclasses.fields(LowRankArguments)[0].metadata["help"].replace("%", "%%")
+    parser.add_argument("--rank", type=int, default=None, help=rank_help)
     parser.add_argument("--precision", default="fp32", choices=("auto", "bf16", "fp32"), help="Activation precision.")
     parser.add_argument(
         "--weight_dtype", default="fp32", choices=tuple(DTYPE_BYTES), help="Weights/gradients/optimizer dtype."
     )
     parser.add_argument("--gradient_checkpointing", action="store_true", help="Recompute activations in backward.")
     args = parser.parse_args(argv)
-    methods = list(METHODS) if args.method == "all" else [args.method]
+    chosen = list(methods) if args.method == "all" else [method_table.get(args.method).name]
     options = {k: v for k, v in vars(args).items() if k != "method"}
-    estimates = [estimate(method=m, **options) for m in methods]
+    estimates = [estimate(method=m, **options) for m in chosen]
+    config = _config_for(args.model, args.vocab_size, args.seq_len)
+    rank = args.rank or method_table.get("galore").default_rank(config.hidden_size)
     print(
         f"{args.model} LLaMA, vocabulary {args.vocab_size}, batch {args.batch_size} × {args.seq_len} tokens, "
-        f"rank {args.rank}, weights in {args.weight_dtype}, activations in {_resolve_precision(args.precision)}"
+        f"rank {rank}{'' if args.rank else ' (hidden/4)'}, weights in {args.weight_dtype}, activations in "
+        f"{_resolve_precision(args.precision)}"
     )
     print(format_estimates(estimates))
     return 0

@@ -231,6 +231,11 @@ class MetricsCallback(TrainerCallback):
         self._flush(state)
 
     def on_train_end(self, args, state, control, optimizer=None, **kwargs):
+        self.finalize(state, optimizer)
+
+    def finalize(self, state, optimizer=None) -> dict[str, Any]:
+        """Write what is left of ``metrics.jsonl`` and compute :attr:`summary` from ``state``; call it again after
+        a final evaluation that follows training (the training time stays that of the first call)."""
         self._flush(state)
         if self._train_end is None:  # a second call (after a final evaluation) keeps the training time
             self._pause_since_step_end()
@@ -255,3 +260,4 @@ class MetricsCallback(TrainerCallback):
         train_losses = [r["loss"] for r in state.log_history if "loss" in r]
         if train_losses:
             self.summary["final_train_loss"] = train_losses[-1]
+        return self.summary

@@ -111,6 +111,30 @@ def is_model_size(name: str) -> bool:
     return str(name).lower() in MODEL_SIZES
 
 
+def hidden_size(name_or_path: str) -> int:
+    """d_model of a named size or of a local model folder / ``config.json`` (read locally, nothing downloaded)."""
+    if is_model_size(name_or_path):
+        return MODEL_SIZES[str(name_or_path).lower()].hidden_size
+    path = os.fspath(name_or_path)
+    check_model(path)
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(os.path.dirname(path) if os.path.isfile(path) else path)
+    size = getattr(config, "hidden_size", None)
+    if not isinstance(size, int):
+        raise ValueError(f"Model {name_or_path!r} has no integer hidden_size in its config")
+    return size
+
+
+def check_model(name_or_path: str) -> None:
+    """Refuse a model that is neither a size of :data:`MODEL_SIZES` nor a local folder or ``config.json``."""
+    if not is_model_size(name_or_path) and not os.path.exists(os.fspath(name_or_path)):
+        raise ValueError(
+            f"Model {name_or_path!r} is neither a size {list(MODEL_SIZES)} nor a local folder or config.json "
+            "(models are built locally; nothing is downloaded)"
+        )
+
+
 def build_model(
     name_or_path: str,
     vocab_size: int,
@@ -129,11 +153,7 @@ def build_model(
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = os.fspath(name_or_path)
-    if not os.path.exists(path):
-        raise ValueError(
-            f"Model {name_or_path!r} is neither a size {list(MODEL_SIZES)} nor a local folder or config.json "
-            "(models are built locally; nothing is downloaded)"
-        )
+    check_model(path)
     config_dir = os.path.dirname(path) if os.path.isfile(path) else path
     config = AutoConfig.from_pretrained(path if os.path.isfile(path) else config_dir, **overrides)
     has_weights = os.path.isdir(path) and any(

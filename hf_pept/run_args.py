@@ -1,46 +1,32 @@
-"""The options of ``hf-pept train``: one ``RunArguments`` dataclass plus one dataclass of knobs per method family.
+"""The options of ``hf-pept train``: one ``RunArguments`` dataclass plus the option groups of the methods.
 
 ``HfArgumentParser`` turns them into the command line (``--field_name``, help from ``metadata["help"]``); the Gradio
-app builds its form from the same classes (:func:`method_sections` says which section applies to which method), so
-a default or a help text lives here once. The method knobs mirror the fields of the method's own config
-(:class:`~hf_pept.galore.GaLoreConfig`, :class:`~hf_pept.relora.ReLoRAConfig`): their defaults and help are read
-from there, and the mirrored values are checked by those configs when a run starts.
+app builds its form from the same classes, so a default or a help text lives here once. Which option groups exist
+and which method reads which comes from the method table (:mod:`hf_pept.methods`); a method's own knobs are
+mirrored from its config (:class:`~hf_pept.galore.GaLoreConfig`, :class:`~hf_pept.relora.ReLoRAConfig`) and checked
+by it in :func:`prepare`, before any work starts.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import typing
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
-from .galore.config import GaLoreConfig
-from .relora.config import ReLoRAConfig
+from . import methods as method_table
+from .data import check_dataset
+from .galore.arguments import GaLoreArguments
+from .knobs import LLAMA_LINEAR_MODULES, AdapterArguments, LowRankArguments
+from .knobs import check_positive_int as _positive_int
+from .models import MODEL_SIZES, check_model, hidden_size
+from .relora.arguments import ReLoRAArguments
 
-Method = Literal["full", "lora", "relora", "galore", "galore-8bit", "galore-layerwise", "galore-adafactor"]
-METHODS: tuple[str, ...] = get_args(Method)
-GALORE_METHODS = ("galore", "galore-8bit", "galore-layerwise", "galore-adafactor")
-LOW_RANK_METHODS = ("lora", "relora", *GALORE_METHODS)
-ADAPTER_METHODS = ("lora", "relora")
-# The stock transformers optim name each GaLore method runs as (registered by ``import hf_pept``).
-GALORE_OPTIM_NAMES = {
-    "galore": "galore_adamw",
-    "galore-8bit": "galore_adamw_8bit",
-    "galore-layerwise": "galore_adamw_layerwise",
-    "galore-adafactor": "galore_adafactor",
-}
-# Peak learning rates of the papers' LLaMA runs: 1e-3 for full-rank, LoRA and ReLoRA (Lialin et al. 2023, §4),
-# 1e-2 for GaLore with scale α = 0.25 (Zhao et al. 2024, §5.1: the projected update is scaled down by α).
-METHOD_LEARNING_RATES = {"full": 1e-3, "lora": 1e-3, "relora": 1e-3, **dict.fromkeys(GALORE_METHODS, 1e-2)}
-LLAMA_LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+METHODS: tuple[str, ...] = method_table.method_names()
+Method = Literal[METHODS]  # type: ignore[valid-type]  (the choices of --method, from the method table)
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
-
-
-def _positive_int(owner: str, name: str, value: Any, allow_zero: bool = False) -> None:
-    low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{owner} `{name}` must be an integer >= {low}, got {value!r}")
 
 
 @dataclass
@@ -49,15 +35,12 @@ class RunArguments:
 
     method: Method = field(
         default="galore",
-        metadata={
-            "help": "Training method: full (full-rank AdamW), lora, relora, galore (GaLore AdamW), galore-8bit, "
-            "galore-layerwise (per-layer updates during backward), galore-adafactor."
-        },
+        metadata={"help": "Training method (hf-pept methods describes each): " + ", ".join(METHODS) + "."},
     )
     model: str = field(
         default="tiny",
         metadata={
-            "help": "Model: a LLaMA size (tiny, 20m, 60m, 130m, 350m, 1b), built from config with random weights, "
+            "help": f"Model: a LLaMA size ({', '.join(MODEL_SIZES)}), built from config with random weights, "
             "or a local model folder / config.json."
         },
     )
@@ -86,8 +69,8 @@ class RunArguments:
     learning_rate: float | None = field(
         default=None,
         metadata={
-            "help": "Peak learning rate; empty = the papers' value for the method (1e-3 full/lora/relora, 1e-2 "
-            "GaLore with scale 0.25)."
+            "help": "Peak learning rate; empty = the papers' value for the method (hf-pept methods lists them: 1e-3 "
+            "full/lora/relora, 1e-2 GaLore with scale 0.25)."
         },
     )
     lr_scheduler_type: str = field(
@@ -128,7 +111,7 @@ class RunArguments:
         default="auto", metadata={"help": "auto: the CUDA GPU when there is one, else the CPU."}
     )
     gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Recompute activations in backward (less memory, ~30 % slower)."}
+        default=False, metadata={"help": "Recompute activations in backward (less memory, about 30 percent slower)."}
     )
     output_dir: str | None = field(
         default=None, metadata={"help": "Run folder; empty = runs/<method>-<model>-<date-time>."}
@@ -141,6 +124,8 @@ class RunArguments:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method {self.method!r} is not one of {list(METHODS)}")
+        check_model(self.model)
+        check_dataset(self.dataset)
         for name in ("vocab_size", "seq_len", "batch_size", "gradient_accumulation_steps", "max_steps"):
             _positive_int("RunArguments", name, getattr(self, name))
         for name in ("eval_steps", "save_steps", "save_total_limit", "seed"):
@@ -167,8 +152,14 @@ class RunArguments:
             raise ValueError(f"device {self.device!r} is not one of {list(DEVICES)}")
 
     @property
+    def method_entry(self) -> method_table.Method:
+        return method_table.get(self.method)
+
+    @property
     def peak_learning_rate(self) -> float:
-        return self.learning_rate if self.learning_rate is not None else METHOD_LEARNING_RATES[self.method]
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return self.method_entry.default_learning_rate(self.model)
 
     @property
     def warmup_steps(self) -> int:
@@ -178,95 +169,12 @@ class RunArguments:
     def clip_norm(self) -> float:
         if self.max_grad_norm is not None:
             return self.max_grad_norm
-        return 0.0 if self.method == "galore-layerwise" else 1.0
+        return 0.0 if self.method_entry.state.layerwise else 1.0
 
 
-@dataclass
-class LowRankArguments:
-    """The rank and the layers every low-rank method shares, so "the same rank" means the same number."""
-
-    rank: int = field(
-        default=GaLoreConfig.rank,
-        metadata={
-            "help": "r: rank of the LoRA / ReLoRA factors B·A and of GaLore's projected gradient PᵀG (same r for a "
-            "like-for-like comparison)."
-        },
-    )
-    target_modules: list[str] = field(
-        default_factory=lambda: list(LLAMA_LINEAR_MODULES),
-        metadata={
-            "help": "Linear layers made low-rank (module-name suffixes or regexes); embeddings, norms and the output "
-            "head always train full-rank."
-        },
-    )
-
-    def __post_init__(self):
-        _positive_int("LowRankArguments", "rank", self.rank)
-        if isinstance(self.target_modules, str):
-            self.target_modules = [self.target_modules]
-        if not self.target_modules:
-            raise ValueError("target_modules must name at least one linear layer, e.g. ['q_proj', 'v_proj']")
-
-
-def _mirrored(config_class: type, names: dict[str, str]) -> list[tuple[str, Any, Any]]:
-    """``make_dataclass`` fields copying type, default and help of ``config_class``'s fields (renamed by ``names``:
-    config field -> our field)."""
-    hints = typing.get_type_hints(config_class)
-    source = {f.name: f for f in dataclasses.fields(config_class)}
-    out = []
-    for config_name, our_name in names.items():
-        original = source[config_name]
-        default = original.default
-        if default is dataclasses.MISSING:
-            raise TypeError(f"{config_class.__name__}.{config_name} has no default to mirror")
-        out.append((our_name, hints[config_name], field(default=default, metadata=dict(original.metadata))))
-    return out
-
-
-def _mirror_class(name: str, doc: str, config_class: type, names: dict[str, str]) -> type:
-    cls = dataclasses.make_dataclass(name, _mirrored(config_class, names), namespace={"__doc__": doc})
-    cls.__module__ = __name__
-    cls.config_fields = {ours: theirs for theirs, ours in names.items()}  # our field name -> the config's
-    return cls
-
-
-AdapterArguments = _mirror_class(
-    "AdapterArguments",
-    "LoRA-style adapter knobs (LoRA and ReLoRA), mirrored from ReLoRAConfig.",
-    ReLoRAConfig,
-    {"lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout"},
-)
-
-ReLoRAArguments = _mirror_class(
-    "ReLoRAArguments",
-    "ReLoRA's restart knobs (Lialin et al. 2023, §3), mirrored from ReLoRAConfig.",
-    ReLoRAConfig,
-    {
-        "relora_steps": "relora_steps",
-        "restart_warmup_steps": "restart_warmup_steps",
-        "optimizer_reset": "optimizer_reset",
-        "prune_ratio": "prune_ratio",
-        "warm_start_steps": "warm_start_steps",
-    },
-)
-
-GaLoreArguments = _mirror_class(
-    "GaLoreArguments",
-    "GaLore's projection knobs (Zhao et al. 2024, Algorithm 1), mirrored from GaLoreConfig.",
-    GaLoreConfig,
-    {
-        "update_proj_gap": "update_proj_gap",
-        "scale": "galore_scale",
-        "proj_type": "proj_type",
-        "proj_method": "proj_method",
-        "oversampling": "oversampling",
-        "power_iters": "power_iters",
-        "fira": "fira",
-        "fira_limiter": "fira_limiter",
-    },
-)
-
-FIRA_METHODS = ("galore", "galore-8bit", "galore-layerwise")
+FIRA_METHODS = tuple(method_table.fira_methods())
+# The dataclasses of ``hf-pept train``, in ``--help`` and form order: the run's options, then each option group.
+ARGUMENT_CLASSES: tuple[type, ...] = (RunArguments, *method_table.option_groups())
 
 
 def check_fira_method(method: str, fira: bool) -> None:
@@ -275,35 +183,83 @@ def check_fira_method(method: str, fira: bool) -> None:
         raise ValueError(f"fira needs an Adam-based GaLore method {list(FIRA_METHODS)}; got method {method!r}")
 
 
-ARGUMENT_CLASSES: tuple[type, ...] = (
-    RunArguments,
-    LowRankArguments,
-    AdapterArguments,
-    ReLoRAArguments,
-    GaLoreArguments,
-)
-
-
 def method_sections() -> list[tuple[str, type, tuple[str, ...]]]:
-    """``(title, dataclass, methods it applies to)`` for each group of method knobs, in form order."""
-    return [
-        ("Low rank", LowRankArguments, LOW_RANK_METHODS),
-        ("Adapters (LoRA, ReLoRA)", AdapterArguments, ADAPTER_METHODS),
-        ("ReLoRA restarts", ReLoRAArguments, ("relora",)),
-        ("GaLore projection", GaLoreArguments, GALORE_METHODS),
-    ]
+    """``(title, dataclass, methods it applies to)`` for each option group, in form order."""
+    return [(group.section_title, group, method_table.group_methods(group)) for group in ARGUMENT_CLASSES[1:]]
+
+
+@dataclass
+class PreparedRun:
+    """A run's options, checked: its method, the rank it trains at and its validated config (None for full-rank)."""
+
+    run: RunArguments
+    groups: dict[type, Any]
+    method: method_table.Method
+    rank: int | None
+    config: Any
+
+
+def groups_of(*instances: Any) -> dict[type, Any]:
+    """``{class: instance}`` of the option groups, each missing one at its defaults."""
+    given = {type(instance): instance for instance in instances if instance is not None}
+    unknown = [cls.__name__ for cls in given if cls not in ARGUMENT_CLASSES]
+    if unknown:
+        raise TypeError(
+            f"{unknown} are not option groups of hf-pept train; expected {[c.__name__ for c in ARGUMENT_CLASSES]}"
+        )
+    return {cls: given.get(cls) or cls() for cls in ARGUMENT_CLASSES}
+
+
+def resolve_rank(run: RunArguments, low_rank: LowRankArguments) -> int | None:
+    """``--rank``, or the method's default for the model (a quarter of its hidden size); None for full-rank."""
+    method = run.method_entry
+    if not method.low_rank:
+        return None
+    if low_rank.rank is not None:
+        return low_rank.rank
+    return method.default_rank(hidden_size(run.model))
+
+
+def prepare(run: RunArguments, *groups: Any) -> PreparedRun:
+    """Check every option of a run before any work: the method's config is built here (a bad knob is a
+    ``ValueError`` naming it), the rank resolved from the model."""
+    by_class = groups_of(run, *groups)
+    method = run.method_entry
+    rank = resolve_rank(run, by_class[LowRankArguments])
+    config = method.make_config(method, run, by_class, rank) if method.make_config else None
+    return PreparedRun(run, by_class, method, rank, config)
+
+
+class TrainArgumentParser(argparse.ArgumentParser):
+    """Says what is wrong in one line (``hf-pept train: error: ...``) and exits with status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def parser():
     """The ``HfArgumentParser`` of ``hf-pept train`` (every dataclass of :data:`ARGUMENT_CLASSES`)."""
     from transformers import HfArgumentParser
 
-    return HfArgumentParser(ARGUMENT_CLASSES)
+    class _Parser(HfArgumentParser, TrainArgumentParser):
+        pass
+
+    built = _Parser(ARGUMENT_CLASSES, prog="hf-pept train", description="Pre-train one model as one run folder.")
+    for action in built._actions:
+        if action.help and "%(" not in action.help:
+            action.help = action.help.replace("%", "%%")  # argparse formats help with %-interpolation
+    return built
 
 
 def parse_train_args(argv: list[str] | None = None) -> tuple:
-    """``(run, low_rank, adapter, relora, galore)`` dataclass instances from command-line ``argv``."""
-    return tuple(parser().parse_args_into_dataclasses(args=argv))
+    """The dataclass instances of :data:`ARGUMENT_CLASSES` (run first) from command-line ``argv``."""
+    built = parser()
+    *groups, remaining = built.parse_args_into_dataclasses(
+        args=sys.argv[1:] if argv is None else argv, return_remaining_strings=True
+    )
+    if remaining:
+        built.error(f"unrecognized arguments: {' '.join(remaining)}")
+    return tuple(groups)
 
 
 def to_argv(*instances: Any) -> list[str]:
@@ -322,3 +278,23 @@ def to_argv(*instances: Any) -> list[str]:
             else:
                 argv += [f"--{f.name}", str(value)]
     return argv
+
+
+__all__ = [
+    "ARGUMENT_CLASSES",
+    "AdapterArguments",
+    "GaLoreArguments",
+    "LLAMA_LINEAR_MODULES",
+    "LowRankArguments",
+    "METHODS",
+    "PreparedRun",
+    "ReLoRAArguments",
+    "RunArguments",
+    "groups_of",
+    "method_sections",
+    "parse_train_args",
+    "parser",
+    "prepare",
+    "resolve_rank",
+    "to_argv",
+]

@@ -1,6 +1,6 @@
 """One pre-training run as a folder: build tokenizer, data, model and method, train with the stock ``Trainer``.
 
-The run folder (``RunArguments.output_dir``) receives, as ``../shared/DESIGN.md`` specifies:
+The run folder (``RunArguments.output_dir``) receives:
 
 * ``config.json`` — every option and the values they resolved to (device, precision, learning rate, sizes);
 * ``metrics.jsonl`` — written by :class:`~hf_pept.metrics.MetricsCallback` while training;
@@ -25,17 +25,7 @@ import torch
 
 from . import data, models
 from .metrics import MB, MetricsCallback
-from .run_args import (
-    ADAPTER_METHODS,
-    GALORE_METHODS,
-    GALORE_OPTIM_NAMES,
-    AdapterArguments,
-    GaLoreArguments,
-    LowRankArguments,
-    ReLoRAArguments,
-    RunArguments,
-    check_fira_method,
-)
+from .run_args import PreparedRun, RunArguments, prepare
 from .stop_callback import StopFileCallback, stop_requested
 
 CONFIG_FILE = "config.json"
@@ -108,50 +98,17 @@ def hardware_line(device: str) -> str:
     return f"{where} | {versions} | Python {platform.python_version()}"
 
 
-def _embedding_module_names(model) -> list[str]:
-    """Last name components of the input-embedding and output-head modules: they train fully under adapters."""
-    targets = {id(model.get_input_embeddings()), id(model.get_output_embeddings())}
-    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if id(module) in targets})
+def apply_method(model, prepared: PreparedRun):
+    """Wrap ``model`` as the method's tuner does (LoRA, ReLoRA through peft); optimizers and full-rank leave the
+    model as it is."""
+    method = prepared.method
+    return method.wrap_model(method, model, prepared.config) if method.wrap_model else model
 
 
-def apply_method(model, run: RunArguments, low_rank, adapter, relora):
-    """Wrap ``model`` for LoRA / ReLoRA (peft); full-rank and GaLore leave the model as it is (GaLore is the
-    optimizer). Embeddings and the output head stay fully trained under adapters, as when pre-training from scratch
-    (Lialin et al. 2023, §4)."""
-    if run.method not in ADAPTER_METHODS:
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    common = {
-        "r": low_rank.rank,
-        "lora_alpha": adapter.lora_alpha,
-        "lora_dropout": adapter.lora_dropout,
-        "target_modules": list(low_rank.target_modules),
-        "modules_to_save": _embedding_module_names(model),
-    }
-    if run.method == "lora":
-        config = LoraConfig(task_type="CAUSAL_LM", **common)
-    else:
-        from .relora import ReLoRAConfig
-
-        knobs = {theirs: getattr(relora, ours) for ours, theirs in ReLoRAArguments.config_fields.items()}
-        config = ReLoRAConfig(task_type="CAUSAL_LM", reinit_seed=run.seed, **common, **knobs)
-    return get_peft_model(model, config)
-
-
-def galore_optim_args(run: RunArguments, low_rank, galore) -> str:
-    """``optim_args`` of a GaLore run, validated by :class:`~hf_pept.galore.GaLoreConfig` here (not mid-training)."""
-    from .galore.config import GaLoreConfig
-
-    knobs = {theirs: getattr(galore, ours) for ours, theirs in GaLoreArguments.config_fields.items()}
-    check_fira_method(run.method, knobs.get("fira", False))
-    config = GaLoreConfig(rank=low_rank.rank, seed=run.seed, **knobs)
-    return ",".join(f"{key}={value}" for key, value in dataclasses.asdict(config).items())
-
-
-def training_arguments(run: RunArguments, low_rank, galore, run_dir: Path, device: str, bf16: bool):
+def training_arguments(prepared: PreparedRun, run_dir: Path, device: str, bf16: bool):
     from transformers import TrainingArguments
 
+    run, method = prepared.run, prepared.method
     scheduler, scheduler_kwargs = run.lr_scheduler_type, {}
     if scheduler == "cosine" and run.min_lr_ratio > 0:
         scheduler, scheduler_kwargs = "cosine_with_min_lr", {"min_lr_rate": run.min_lr_ratio}
@@ -183,10 +140,8 @@ def training_arguments(run: RunArguments, low_rank, galore, run_dir: Path, devic
     }
     if run.gradient_checkpointing:
         kwargs["gradient_checkpointing"] = True
-    if run.method in GALORE_METHODS:
-        kwargs["optim"] = GALORE_OPTIM_NAMES[run.method]
-        kwargs["optim_target_modules"] = list(low_rank.target_modules)
-        kwargs["optim_args"] = galore_optim_args(run, low_rank, galore)
+    if method.trainer_kwargs:
+        kwargs.update(method.trainer_kwargs(method, prepared.config, prepared.groups))
     return TrainingArguments(**kwargs)
 
 
@@ -221,37 +176,24 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def train(
-    run: RunArguments | None = None,
-    low_rank: LowRankArguments | None = None,
-    adapter: AdapterArguments | None = None,
-    relora: ReLoRAArguments | None = None,
-    galore: GaLoreArguments | None = None,
-) -> dict[str, Any]:
-    """Pre-train as ``run`` says and return the run's summary (also written to ``summary.json``).
+def train(run: RunArguments | None = None, *groups: Any) -> dict[str, Any]:
+    """Pre-train as ``run`` and the option groups say and return the run's summary (also in ``summary.json``).
 
-    Every argument defaults to its dataclass's defaults, so ``train(RunArguments(method="relora"))`` is a run.
+    ``groups`` are option-group instances (``LowRankArguments(rank=8)``, ``GaLoreArguments(...)``) in any order;
+    a missing one takes its defaults, so ``train(RunArguments(method="relora"))`` is a run. Every option is
+    checked first: a bad one raises ``ValueError`` before any folder is made or any data is read.
     """
-    run = run or RunArguments()
-    low_rank = low_rank or LowRankArguments()
-    adapter = adapter or AdapterArguments()
-    relora = relora or ReLoRAArguments()
-    galore = galore or GaLoreArguments()
+    prepared = prepare(run or RunArguments(), *groups)
+    run = prepared.run
     run_dir = Path(run.output_dir) if run.output_dir else default_run_dir(run)
     resume = _resume_path(run, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with _tee_output(run_dir / STDOUT_FILE):
-        return _train_in(run_dir, resume, run, low_rank, adapter, relora, galore)
+        return _train_in(prepared, run_dir, resume)
 
 
-def _train_in(run_dir: Path, resume, run, low_rank, adapter, relora, galore) -> dict[str, Any]:
-    from transformers import Trainer, set_seed
-
-    import hf_pept  # registers GaLore with transformers and ReLoRA with peft
-
-    started = time.perf_counter()
-    device, bf16 = resolve_device(run)
-    print(f"hf-pept {hf_pept.__version__}: {run.method} on a {run.model} model, run folder {run_dir}")
+def _load_data(run: RunArguments):
+    """``(corpus, tokenizer, train_ds, eval_ds)`` of the run."""
     corpus = data.load_corpus(run.dataset, run.text_field)
     if run.tokenizer:
         tokenizer = data.load_tokenizer(run.tokenizer)
@@ -268,21 +210,23 @@ def _train_in(run_dir: Path, resume, run, low_rank, adapter, relora, galore) -> 
         f"data: {corpus.name}; {train_ds.num_tokens:,} training tokens, {eval_ds.num_tokens:,} held-out tokens "
         f"in blocks of {run.seq_len}; vocabulary {len(tokenizer):,}"
     )
-    set_seed(run.seed)
-    model = models.build_model(
-        run.model, len(tokenizer), max_position_embeddings=max(run.seq_len, models.DEFAULT_MAX_POSITION_EMBEDDINGS)
-    )
-    total_params = models.count_parameters(model)
-    model = apply_method(model, run, low_rank, adapter, relora)
-    args = training_arguments(run, low_rank, galore, run_dir, device, bf16)
-    precision = "bf16 mixed" if bf16 else "fp32"
-    config = {
+    return corpus, tokenizer, train_ds, eval_ds
+
+
+def _run_config(prepared: PreparedRun, args, model, corpus, vocab_size: int, device: str, precision: str) -> dict:
+    """What ``config.json`` records: every option group, and what the options resolved to."""
+    import hf_pept
+
+    run = prepared.run
+    groups = {
+        cls.__name__: dataclasses.asdict(group) for cls, group in prepared.groups.items() if cls is not RunArguments
+    }
+    return {
         "run": dataclasses.asdict(run),
-        "low_rank": dataclasses.asdict(low_rank),
-        "adapter": dataclasses.asdict(adapter),
-        "relora": dataclasses.asdict(relora),
-        "galore": dataclasses.asdict(galore),
+        "option_groups": groups,
         "resolved": {
+            "method_family": prepared.method.family,
+            "rank": prepared.rank,
             "device": device,
             "precision": precision,
             "learning_rate": run.peak_learning_rate,
@@ -290,7 +234,7 @@ def _train_in(run_dir: Path, resume, run, low_rank, adapter, relora, galore) -> 
             "max_grad_norm": run.clip_norm,
             "optim": args.optim,
             "optim_args": args.optim_args,
-            "vocab_size": len(tokenizer),
+            "vocab_size": vocab_size,
             "model_config": model.config.to_dict() if hasattr(model, "config") else None,
             "corpus": corpus.name,
             "corpus_fingerprint": corpus.fingerprint,
@@ -298,7 +242,37 @@ def _train_in(run_dir: Path, resume, run, low_rank, adapter, relora, galore) -> 
             "hf_pept_version": hf_pept.__version__,
         },
     }
-    _write_json(run_dir / CONFIG_FILE, config)
+
+
+def _finish(trainer, metrics: MetricsCallback, run_dir: Path) -> tuple[str, dict[str, Any]]:
+    """Evaluate at the last step if the schedule did not, finalise the metrics; ``(status, metrics summary)``."""
+    stopped = stop_requested(run_dir)
+    last_eval = next((r for r in reversed(trainer.state.log_history) if "eval_loss" in r), None)
+    if not stopped and (last_eval is None or last_eval.get("step") != trainer.state.global_step):
+        trainer.evaluate()  # the table's perplexity is always at the last step
+    return ("stopped" if stopped else "finished"), metrics.finalize(trainer.state, trainer.optimizer)
+
+
+def _train_in(prepared: PreparedRun, run_dir: Path, resume) -> dict[str, Any]:
+    from transformers import Trainer, set_seed
+
+    import hf_pept  # registers GaLore with transformers and ReLoRA with peft
+
+    started = time.perf_counter()
+    run = prepared.run
+    device, bf16 = resolve_device(run)
+    rank = f", rank {prepared.rank}" if prepared.rank is not None else ""
+    print(f"hf-pept {hf_pept.__version__}: {run.method}{rank} on a {run.model} model, run folder {run_dir}")
+    corpus, tokenizer, train_ds, eval_ds = _load_data(run)
+    set_seed(run.seed)
+    model = models.build_model(
+        run.model, len(tokenizer), max_position_embeddings=max(run.seq_len, models.DEFAULT_MAX_POSITION_EMBEDDINGS)
+    )
+    total_params = models.count_parameters(model)
+    model = apply_method(model, prepared)
+    args = training_arguments(prepared, run_dir, device, bf16)
+    precision = "bf16 mixed" if bf16 else "fp32"
+    _write_json(run_dir / CONFIG_FILE, _run_config(prepared, args, model, corpus, len(tokenizer), device, precision))
     tokens_per_step = run.batch_size * run.gradient_accumulation_steps * args.world_size * run.seq_len
     metrics = MetricsCallback(run_dir, tokens_per_step=tokens_per_step)
     trainer = Trainer(
@@ -316,19 +290,16 @@ def _train_in(run_dir: Path, resume, run, low_rank, adapter, relora, galore) -> 
     trainer.train(resume_from_checkpoint=resume)
     # After training: ReLoRA's warm start trains the adapted weights too, its low-rank phase only the factors.
     trained_params = models.count_parameters(trainer.model, trainable_only=True)
-    stopped = stop_requested(run_dir)
-    last_eval = next((r for r in reversed(trainer.state.log_history) if "eval_loss" in r), None)
-    if not stopped and (last_eval is None or last_eval.get("step") != trainer.state.global_step):
-        trainer.evaluate()  # the table's perplexity is always at the last step
-    metrics.on_train_end(args, trainer.state, trainer.control, optimizer=trainer.optimizer)
+    status, totals = _finish(trainer, metrics, run_dir)
     summary = {
         "method": run.method,
         "model": run.model,
+        "rank": prepared.rank,
         "dataset": corpus.name,
-        "status": "stopped" if stopped else "finished",
+        "status": status,
         "total_params": total_params,
         "trained_params": trained_params,
-        **metrics.summary,
+        **totals,
         "tokens": trainer.state.global_step * tokens_per_step,
         "wall_time_s": time.perf_counter() - started,
         "device": device,

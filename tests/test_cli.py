@@ -9,6 +9,7 @@ import pytest
 
 from hf_pept import run_args
 from hf_pept.galore.config import GaLoreConfig
+from hf_pept.relora.arguments import ReLoRAArguments
 from hf_pept.relora.config import ReLoRAConfig
 
 
@@ -35,15 +36,16 @@ def test_mirrored_knobs_take_default_and_help_from_the_method_configs():
 
 def test_parse_round_trip():
     argv = ["--method", "relora", "--rank", "8", "--target_modules", "q_proj", "v_proj", "--relora_steps", "60"]
-    run, low_rank, adapter, relora, galore = run_args.parse_train_args(argv)
+    parsed = run_args.parse_train_args(argv)
+    groups = run_args.groups_of(*parsed)
+    run, low_rank, relora = groups[run_args.RunArguments], groups[run_args.LowRankArguments], groups[ReLoRAArguments]
     assert (run.method, low_rank.rank, low_rank.target_modules, relora.relora_steps) == (
         "relora",
         8,
         ["q_proj", "v_proj"],
         60,
     )
-    again = run_args.parse_train_args(run_args.to_argv(run, low_rank, adapter, relora, galore))
-    assert again == (run, low_rank, adapter, relora, galore)
+    assert run_args.parse_train_args(run_args.to_argv(*parsed)) == parsed
 
 
 @pytest.mark.parametrize(
@@ -124,16 +126,81 @@ def test_train_resumes_from_the_last_checkpoint(cache_dir, tmp_path):
     assert [v for _, v in losses(resumed)] == pytest.approx([v for _, v in losses(straight)], rel=1e-6)
 
 
-def test_bad_command_line_input_is_a_clear_error(cache_dir, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "nonsense"], "Model 'nonsense' is neither a size"),
+        (["--dataset", "/does/not/exist"], "Dataset path /does/not/exist does not exist"),
+        (["--dataset", "corpus/missing.txt"], "Dataset path corpus/missing.txt does not exist"),
+        (["--update_proj_gap", "0"], "`update_proj_gap` must be >= 1, got 0"),
+        (["--method", "galore", "--proj_type", "diag"], "`proj_type` must be one of"),
+        (["--method", "relora", "--relora_steps", "10", "--restart_warmup_steps", "20"], "relora_steps (10)"),
+        (["--method", "lora", "--lora_dropout", "1.5"], "lora_dropout"),
+        (["--rank", "0"], "`rank` must be an integer >= 1"),
+        (["--seq_len", "0"], "`seq_len` must be an integer >= 1"),
+        (["--method", "dora"], "argument --method: invalid choice: 'dora'"),
+        (["--max_steps", "many"], "invalid int value: 'many'"),
+        (["--no_such_option", "1"], "unrecognized arguments: --no_such_option 1"),
+    ],
+)
+def test_bad_input_is_one_line_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
+    """Exit status 2, one line on stderr naming the value, no traceback, no run folder, no corpus read."""
+    from hf_pept import data
     from hf_pept.cli import main
 
-    assert main(["train", "--seq_len", "0", "--output_dir", str(tmp_path / "x")]) == 2
-    assert "seq_len" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["train", "--method", "dora"])
+    def no_corpus(*args, **kwargs):
+        raise AssertionError("the corpus was loaded before the options were checked")
+
+    monkeypatch.setattr(data, "load_corpus", no_corpus)
+    out = tmp_path / "run"
+    assert main(["train", *argv, "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("hf-pept train: error: ")
+    assert not out.exists()
+
+
+def test_hub_names_are_owner_slash_name_and_paths_are_not():
+    from hf_pept.data import is_hub_name
+
+    assert is_hub_name("allenai/c4") and is_hub_name("allenai/c4:en") and is_hub_name("roneneldan/TinyStories")
+    for text in ("/does/not/exist", "./corpus", "c4", "corpus/missing.txt", "a/b/c", "data/notes.jsonl"):
+        assert not is_hub_name(text), text
+
+
+def test_other_bad_command_lines_are_clear_errors(cache_dir, tmp_path, capsys):
+    from hf_pept.cli import main
+
     assert main(["fly"]) == 2
     assert main(["train", "--resume_from_checkpoint", "last", "--output_dir", str(tmp_path / "empty")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "estimate", "methods", "app"])
+def test_help_of_every_command_reads_as_text(capsys, command):
+    """--help exits 0, names the subcommand in its usage line, and shows no Python object or cut sentence."""
+    from hf_pept.cli import main
+
+    if command == "app":
+        pytest.importorskip("gradio")
+    assert main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: hf-pept {command}")
+    assert "{'" not in text and "%(" not in text and "Traceback" not in text
+    description = text.split("\n\n")[1].strip()
+    assert description.endswith("."), description
+
+
+def test_train_help_shows_every_option_with_its_help(capsys):
+    from hf_pept.cli import main
+
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for cls in run_args.ARGUMENT_CLASSES:
+        for f in dataclasses.fields(cls):
+            assert f"--{f.name}" in text
+            words = " ".join(f.metadata["help"].split()[:6])
+            assert words in text, (f.name, words)
 
 
 def test_app_command_without_the_app_is_a_clear_error(monkeypatch, capsys):
@@ -149,15 +216,16 @@ def test_app_command_without_the_app_is_a_clear_error(monkeypatch, capsys):
 def test_fira_flag_reaches_the_galore_optim_args_and_is_refused_with_adafactor(cache_dir, tmp_path, capsys):
     from hf_pept.cli import main
     from hf_pept.galore.config import GaLoreConfig
-    from hf_pept.runner import galore_optim_args
+    from hf_pept.runner import training_arguments
 
     argv = ["--method", "galore", "--fira", "true", "--fira_limiter", "1.05"]
-    run, low_rank, adapter, relora, galore = run_args.parse_train_args(argv)
-    assert run_args.parse_train_args(run_args.to_argv(run, low_rank, adapter, relora, galore))[4] == galore
-    pairs = dict(item.split("=") for item in galore_optim_args(run, low_rank, galore).split(","))
-    config = GaLoreConfig.from_strings(pairs)
-    assert (config.fira, config.fira_limiter) == (True, 1.05)
+    parsed = run_args.parse_train_args(argv)
+    assert run_args.parse_train_args(run_args.to_argv(*parsed)) == parsed
+    args = training_arguments(run_args.prepare(*parsed), tmp_path, "cpu", False)
+    config = GaLoreConfig.from_strings(dict(item.split("=") for item in args.optim_args.split(",")))
+    assert (config.fira, config.fira_limiter, config.rank) == (True, 1.05, 16)  # rank: tiny's hidden 64 / 4
 
-    out = str(tmp_path / "adafactor")
-    assert main(["train", "--method", "galore-adafactor", "--fira", "true", "--output_dir", out]) == 2
+    out = tmp_path / "adafactor"
+    assert main(["train", "--method", "galore-adafactor", "--fira", "true", "--output_dir", str(out)]) == 2
     assert "fira needs an Adam-based GaLore method" in capsys.readouterr().err
+    assert not out.exists()

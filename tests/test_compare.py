@@ -17,12 +17,26 @@ def test_every_method_command_parses_with_the_budget_scaled():
     for method in compare.DEFAULT_METHODS:
         argv = budget.argv(method, "out", "cpu")
         assert argv[0] == "train"
-        run, low_rank, _, relora, galore = run_args.parse_train_args(argv[1:])
-        assert (run.method, run.max_steps, low_rank.rank, run.seed) == (method, 400, 64, 42)
-    _, _, _, relora, _ = run_args.parse_train_args(budget.argv("relora", "out", "cpu")[1:])
-    assert relora.warm_start_steps == relora.relora_steps == 100  # a quarter of the run each
-    _, _, _, _, galore = run_args.parse_train_args(budget.argv("galore", "out", "cpu")[1:])
-    assert galore.update_proj_gap == 100
+        prepared = run_args.prepare(*run_args.parse_train_args(argv[1:]))
+        # every low-rank method at the papers' ratio: a quarter of the 20m model's hidden size 256
+        expected_rank = None if method == "full" else 64
+        assert (prepared.run.method, prepared.run.max_steps, prepared.rank, prepared.run.seed) == (
+            method,
+            400,
+            expected_rank,
+            42,
+        )
+    relora = run_args.groups_of(*run_args.parse_train_args(budget.argv("relora", "out", "cpu")[1:]))
+    assert relora[run_args.ReLoRAArguments].warm_start_steps == relora[run_args.ReLoRAArguments].relora_steps == 100
+    galore = run_args.groups_of(*run_args.parse_train_args(budget.argv("galore", "out", "cpu")[1:]))
+    assert galore[run_args.GaLoreArguments].update_proj_gap == 100  # a quarter of the run
+
+
+def test_compare_runs_the_methods_the_table_marks():
+    from hf_pept import methods
+
+    assert compare.DEFAULT_METHODS == tuple(m.name for m in methods.METHODS.values() if m.in_compare)
+    assert compare.DEFAULT_METHODS[0] == "full" and {"lora", "relora", "galore"} <= set(compare.DEFAULT_METHODS)
 
 
 def test_gap_to_full_rank_is_the_relative_perplexity_difference():

@@ -9,7 +9,7 @@ from hf_pept.galore.config import GaLoreConfig
 from hf_pept.galore.integration import galore_param_groups
 from hf_pept.metrics import optimizer_state_bytes
 from hf_pept.models import build_llama
-from hf_pept.run_args import AdapterArguments, LowRankArguments, ReLoRAArguments, RunArguments
+from hf_pept.run_args import AdapterArguments, LowRankArguments, RunArguments, prepare
 from hf_pept.runner import apply_method
 
 VOCAB, RANK, BATCH, SEQ = 300, 8, 2, 16
@@ -28,16 +28,19 @@ def _model_and_optimizer(method):
     if method in ("lora", "relora"):
         run = RunArguments(method=method)
         low_rank = LowRankArguments(rank=RANK, target_modules=TARGETS)
-        model = apply_method(model, run, low_rank, AdapterArguments(lora_dropout=0.0), ReLoRAArguments())
+        model = apply_method(model, prepare(run, low_rank, AdapterArguments(lora_dropout=0.0)))
         return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     if method == "full":
         return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
-    groups = galore_param_groups(model, TARGETS, GaLoreConfig(rank=RANK, update_proj_gap=10), 0.0)
+    config = GaLoreConfig(rank=RANK, update_proj_gap=10, fira=method == "fira")
+    groups = galore_param_groups(model, TARGETS, config, 0.0)
     optimizer_class = GaLoreAdafactor if method == "galore-adafactor" else GaLoreAdamW
     return model, optimizer_class(groups, lr=1e-3, layerwise=method == "galore-layerwise")
 
 
-@pytest.mark.parametrize("method", ["full", "lora", "relora", "galore", "galore-adafactor", "galore-layerwise"])
+@pytest.mark.parametrize(
+    "method", ["full", "lora", "relora", "galore", "galore-adafactor", "galore-layerwise", "fira"]
+)
 def test_weights_gradients_and_optimizer_state_are_exact(method):
     model, optimizer = _model_and_optimizer(method)
     ids = torch.randint(0, VOCAB, (BATCH, SEQ))

@@ -1,0 +1,423 @@
+"""The method table: every training method of hf-pept, declared once.
+
+Each :class:`Method` holds what a user needs to choose it and what the package needs to run it: its family and
+paper, the config dataclass of its knobs and the option groups that fill it, how it is built (a peft wrapper for a
+tuner, ``TrainingArguments`` entries for an optimizer), the stock entry point a Hugging Face user types, its
+optimizer-state layout for :mod:`hf_pept.memory`, its default learning rate and rank per model size, and whether
+``hf-pept compare`` runs it. The ``--method`` choices and option groups of ``hf-pept train``, the app's form,
+``hf-pept compare``, ``hf_pept.memory.estimate`` and ``hf-pept methods`` all read :data:`METHODS`; nothing else
+lists methods.
+
+Adding a method = its folder (config, implementation, an option group mirrored from the config) + one entry here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from .galore.arguments import GaLoreArguments
+from .galore.config import GaLoreConfig
+from .knobs import AdapterArguments, LowRankArguments
+from .relora.arguments import ReLoRAArguments
+from .relora.config import ReLoRAConfig
+
+if TYPE_CHECKING:
+    from .run_args import RunArguments
+
+Family = Literal["baseline", "optimizer", "tuner", "architecture"]
+FAMILIES: tuple[str, ...] = ("baseline", "optimizer", "tuner", "architecture")
+# The parsed option groups of one run, by dataclass (``{GaLoreArguments: GaLoreArguments(...), ...}``).
+OptionGroups = Mapping[type, Any]
+
+
+@dataclass(frozen=True)
+class Paper:
+    title: str
+    authors: str  # "Zhao et al. 2024"
+    arxiv: str
+
+    @property
+    def url(self) -> str:
+        return f"https://arxiv.org/abs/{self.arxiv}"
+
+    def __str__(self) -> str:
+        return f"{self.authors}, {self.title} (arXiv {self.arxiv})"
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """What training keeps besides the weights, as :mod:`hf_pept.memory` counts it.
+
+    ``kind``: ``full`` (every parameter trains with the base optimizer's state), ``adapter`` (frozen weights plus
+    low-rank factors B, A of the targeted linears, and trainable copies of embeddings and head; state for what
+    trains), ``galore`` (every parameter trains; targeted matrices with a side > r keep a projector and moments of
+    the projected gradient). ``base``: the base optimizer's moments (``adamw``: M and V; ``adamw_8bit``: both in
+    8 bits with a block-wise absmax; ``adafactor``: factored second moment, no first moment). ``layerwise``: each
+    gradient is freed right after its layer's update, so at most one full gradient exists at a time.
+    ``residual_norm``: one fp32 scalar per projected weight (Fira's limiter remembers the residual's last norm).
+    """
+
+    kind: Literal["full", "adapter", "galore"]
+    base: Literal["adamw", "adamw_8bit", "adafactor"] = "adamw"
+    layerwise: bool = False
+    residual_norm: bool = False
+
+
+@dataclass(frozen=True)
+class Method:
+    """One training method: identity, paper, knobs, how it is built, and its defaults.
+
+    ``make_config(method, run, groups, rank)`` returns the method's validated config (or None): called before any
+    work starts, so a bad knob is refused in one line. ``wrap_model(method, model, config)`` applies a tuner;
+    ``trainer_kwargs(method, config, groups)`` returns the ``TrainingArguments`` entries of an optimizer.
+    ``compare_knobs(interval)`` gives the method's periodic knobs for a ``hf-pept compare`` budget whose events
+    (merges, refreshes) come every ``interval`` steps.
+    """
+
+    name: str
+    family: Family
+    summary: str
+    entry: str  # the stock transformers / peft entry point in a few words (``optim="galore_adamw"``)
+    usage: str  # that entry point as a user types it
+    state: StateLayout
+    learning_rate: float  # peak learning rate of the papers' LLaMA runs
+    paper: Paper | None = None
+    config_class: type | None = None
+    option_groups: tuple[type, ...] = ()
+    rank_ratio: float | None = None  # default rank = rank_ratio · hidden size; None = not a low-rank method
+    learning_rate_by_size: Mapping[str, float] = field(default_factory=dict)  # where a paper tunes per size
+    in_compare: bool = False
+    make_config: Callable[..., Any] | None = None
+    wrap_model: Callable[..., Any] | None = None
+    trainer_kwargs: Callable[..., dict[str, Any]] | None = None
+    compare_knobs: Callable[[int], list[str]] | None = None
+    optim_name: str | None = None
+    fixed_knobs: Mapping[str, Any] = field(default_factory=dict)  # config values this method always sets
+    unsupported_knobs: tuple[str, ...] = ()  # config fields of its option groups this method refuses to change
+
+    @property
+    def low_rank(self) -> bool:
+        return self.rank_ratio is not None
+
+    def default_learning_rate(self, model: str | None = None) -> float:
+        return self.learning_rate_by_size.get(str(model).lower(), self.learning_rate)
+
+    def default_rank(self, hidden_size: int) -> int | None:
+        """``rank_ratio · hidden_size`` (the papers' r = d/4: 128 at 60M, 256 at 350M, 512 at 1B), at least 1."""
+        if self.rank_ratio is None:
+            return None
+        return max(1, int(round(self.rank_ratio * hidden_size)))
+
+    def knobs(self) -> list[tuple[str, list[tuple[str, Any, str]]]]:
+        """``(group title, [(option, default, help), ...])`` of every option group this method reads; knobs the
+        method fixes (Fira's ``fira``) are left out."""
+        out = []
+        for group in self.option_groups:
+            renamed = getattr(group, "config_fields", {})
+            entries = []
+            for f in dataclasses.fields(group):
+                if renamed.get(f.name, f.name) in (*self.fixed_knobs, *self.unsupported_knobs):
+                    continue
+                default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                entries.append((f.name, default, f.metadata.get("help", "")))
+            out.append((group.section_title, entries))
+        return out
+
+
+# ---- builders -------------------------------------------------------------------------------------------------
+def _mirrored_values(group: Any) -> dict[str, Any]:
+    return {theirs: getattr(group, ours) for ours, theirs in type(group).config_fields.items()}
+
+
+def _adapter_options(run: RunArguments, groups: OptionGroups, rank: int) -> dict[str, Any]:
+    dropout = groups[AdapterArguments].lora_dropout
+    if not 0.0 <= dropout < 1.0:  # peft's LoraConfig takes any value and fails in nn.Dropout mid-build
+        raise ValueError(f"lora_dropout must be in [0, 1), got {dropout!r}")
+    return {
+        "r": rank,
+        **_mirrored_values(groups[AdapterArguments]),
+        "target_modules": list(groups[LowRankArguments].target_modules),
+    }
+
+
+def lora_config(method: Method, run: RunArguments, groups: OptionGroups, rank: int):
+    from peft import LoraConfig
+
+    return LoraConfig(task_type="CAUSAL_LM", **_adapter_options(run, groups, rank))
+
+
+def relora_config(method: Method, run: RunArguments, groups: OptionGroups, rank: int) -> ReLoRAConfig:
+    knobs = _mirrored_values(groups[ReLoRAArguments])
+    return ReLoRAConfig(task_type="CAUSAL_LM", reinit_seed=run.seed, **_adapter_options(run, groups, rank), **knobs)
+
+
+def galore_config(method: Method, run: RunArguments, groups: OptionGroups, rank: int) -> GaLoreConfig:
+    asked = _mirrored_values(groups[GaLoreArguments])
+    if asked.get("fira") and "fira" in method.unsupported_knobs:
+        raise ValueError(f"fira needs an Adam-based GaLore method {fira_methods()}; got method {method.name!r}")
+    return GaLoreConfig(rank=rank, seed=run.seed, **{**asked, **method.fixed_knobs})
+
+
+def _embedding_module_names(model) -> list[str]:
+    """Last name components of the input-embedding and output-head modules: they train fully under adapters."""
+    targets = {id(model.get_input_embeddings()), id(model.get_output_embeddings())}
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if id(module) in targets})
+
+
+def wrap_with_peft(method: Method, model, config):
+    """``get_peft_model`` with the embeddings and output head fully trained beside the adapters, as when
+    pre-training from scratch (Lialin et al. 2023, §4)."""
+    from peft import get_peft_model
+
+    config.modules_to_save = _embedding_module_names(model)
+    return get_peft_model(model, config)
+
+
+def galore_trainer_kwargs(method: Method, config: GaLoreConfig, groups: OptionGroups) -> dict[str, Any]:
+    return {
+        "optim": method.optim_name,
+        "optim_target_modules": list(groups[LowRankArguments].target_modules),
+        "optim_args": ",".join(f"{key}={value}" for key, value in dataclasses.asdict(config).items()),
+    }
+
+
+def _relora_compare_knobs(interval: int) -> list[str]:
+    # ReLoRA warm-starts full-rank for the first interval (Lialin et al. 2023, §3), then merges every interval.
+    return [
+        "--warm_start_steps", str(interval), "--relora_steps", str(interval),
+        "--restart_warmup_steps", str(max(1, interval // 5)),
+    ]  # fmt: skip
+
+
+def _galore_compare_knobs(interval: int) -> list[str]:
+    return ["--update_proj_gap", str(interval)]
+
+
+# ---- the table ------------------------------------------------------------------------------------------------
+LORA_PAPER = Paper("LoRA: Low-Rank Adaptation of Large Language Models", "Hu et al. 2021", "2106.09685")
+RELORA_PAPER = Paper("ReLoRA: High-Rank Training Through Low-Rank Updates", "Lialin et al. 2023", "2307.05695")
+GALORE_PAPER = Paper(
+    "GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection", "Zhao et al. 2024", "2403.03507"
+)
+FIRA_PAPER = Paper(
+    "Fira: Can We Achieve Full-rank Training of LLMs Under Low-rank Constraint?", "Chen et al. 2024", "2410.01623"
+)
+# Peak learning rates of the papers' LLaMA runs: 1e-3 for full-rank, LoRA and ReLoRA (Lialin et al. 2023, §4),
+# 1e-2 for GaLore and Fira with scale α = 0.25 (Zhao et al. 2024, §5.1: the projected update is scaled down by α).
+_ADAPTER_GROUPS = (LowRankArguments, AdapterArguments)
+_GALORE_GROUPS = (LowRankArguments, GaLoreArguments)
+_GALORE_USAGE = (
+    'TrainingArguments(optim="{optim}", optim_target_modules=["attn", "mlp"], optim_args="rank=128,'
+    'update_proj_gap=200,scale=0.25{extra}")'
+)
+
+
+def _galore(name: str, optim: str, base: str, summary: str, *, layerwise=False, in_compare=False, **extra) -> Method:
+    fixed = extra.pop("fixed_knobs", {})
+    usage_extra = "".join(f",{k}={str(v).lower()}" for k, v in fixed.items())
+    return Method(
+        name=name,
+        family="optimizer",
+        summary=summary,
+        entry=f'TrainingArguments(optim="{optim}"' + (f', optim_args="{usage_extra[1:]}"' if fixed else "") + ")",
+        usage=_GALORE_USAGE.format(optim=optim, extra=usage_extra),
+        state=StateLayout("galore", base, layerwise, residual_norm=bool(fixed.get("fira"))),
+        learning_rate=1e-2,
+        config_class=GaLoreConfig,
+        option_groups=_GALORE_GROUPS,
+        rank_ratio=0.25,
+        in_compare=in_compare,
+        make_config=galore_config,
+        trainer_kwargs=galore_trainer_kwargs,
+        compare_knobs=_galore_compare_knobs,
+        optim_name=optim,
+        fixed_knobs=fixed,
+        **extra,
+    )
+
+
+_TABLE: tuple[Method, ...] = (
+    Method(
+        name="full",
+        family="baseline",
+        summary="Full-rank AdamW: every parameter and its moments; the reference every method is measured against.",
+        entry='TrainingArguments(optim="adamw_torch")',
+        usage='TrainingArguments(optim="adamw_torch")',
+        state=StateLayout("full"),
+        learning_rate=1e-3,
+        in_compare=True,
+    ),
+    Method(
+        name="lora",
+        family="tuner",
+        summary="Frozen random weights plus a trained low-rank update s·B·A per linear (peft's LoRA).",
+        entry="get_peft_model(model, peft.LoraConfig(...))",
+        usage='get_peft_model(model, peft.LoraConfig(r=128, target_modules=["q_proj", ...]))',
+        state=StateLayout("adapter"),
+        learning_rate=1e-3,
+        paper=LORA_PAPER,
+        config_class=None,  # peft's LoraConfig, imported when a run is built
+        option_groups=_ADAPTER_GROUPS,
+        rank_ratio=0.25,
+        in_compare=True,
+        make_config=lora_config,
+        wrap_model=wrap_with_peft,
+    ),
+    Method(
+        name="relora",
+        family="tuner",
+        summary="LoRA that merges B·A into W and restarts every relora_steps (optimizer reset, jagged LR), so the "
+        "total update reaches high rank.",
+        entry="get_peft_model(model, hf_pept.ReLoRAConfig(...))",
+        usage="get_peft_model(model, hf_pept.ReLoRAConfig(r=128, target_modules=[...], relora_steps=1000))",
+        state=StateLayout("adapter"),
+        learning_rate=1e-3,
+        paper=RELORA_PAPER,
+        config_class=ReLoRAConfig,
+        option_groups=(*_ADAPTER_GROUPS, ReLoRAArguments),
+        rank_ratio=0.25,
+        in_compare=True,
+        make_config=relora_config,
+        wrap_model=wrap_with_peft,
+        compare_knobs=_relora_compare_knobs,
+    ),
+    _galore(
+        "galore",
+        "galore_adamw",
+        "adamw",
+        "AdamW on the gradient projected to rank r (R = PᵀG), P refreshed from its SVD every update_proj_gap steps.",
+        paper=GALORE_PAPER,
+        in_compare=True,
+    ),
+    _galore(
+        "galore-8bit",
+        "galore_adamw_8bit",
+        "adamw_8bit",
+        "GaLore with 8-bit AdamW moments (bitsandbytes' block-wise quantization; fp32 fallback without it).",
+        paper=GALORE_PAPER,
+    ),
+    _galore(
+        "galore-layerwise",
+        "galore_adamw_layerwise",
+        "adamw",
+        "GaLore AdamW updating each weight inside backward and freeing its gradient (one full gradient at a time).",
+        layerwise=True,
+        paper=GALORE_PAPER,
+    ),
+    _galore(
+        "galore-adafactor",
+        "galore_adafactor",
+        "adafactor",
+        "GaLore on Adafactor: factored second moment of the projected gradient, no first moment.",
+        paper=GALORE_PAPER,
+        unsupported_knobs=("fira", "fira_limiter"),  # Fira scales by an Adam-style ψ(R); Adafactor has none
+    ),
+    _galore(
+        "fira",
+        "galore_adamw",
+        "adamw",
+        "GaLore AdamW plus the gradient outside the subspace, scaled by ‖ψ(R)‖/‖R‖ with a norm-growth limiter: "
+        "full-rank updates with GaLore's state.",
+        paper=FIRA_PAPER,
+        fixed_knobs={"fira": True},
+    ),
+)
+
+METHODS: dict[str, Method] = {method.name: method for method in _TABLE}
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(METHODS)
+
+
+def get(name: str) -> Method:
+    """The method called ``name``; a ``ValueError`` naming the valid ones otherwise."""
+    try:
+        return METHODS[str(name)]
+    except KeyError:
+        raise ValueError(f"method {name!r} is not one of {list(METHODS)}") from None
+
+
+def compare_methods() -> tuple[str, ...]:
+    """The methods ``hf-pept compare`` runs by default, full-rank first."""
+    return tuple(name for name, method in METHODS.items() if method.in_compare)
+
+
+def fira_methods() -> list[str]:
+    """Methods where ``--fira`` is allowed: the Adam-based GaLore forms (Fira scales its residual by ‖ψ(R)‖/‖R‖)."""
+    return [m.name for m in METHODS.values() if m.state.kind == "galore" and "fira" not in m.unsupported_knobs]
+
+
+def option_groups() -> tuple[type, ...]:
+    """Every method option group in table order (each once)."""
+    seen: dict[type, None] = {}
+    for method in METHODS.values():
+        seen.update(dict.fromkeys(method.option_groups))
+    return tuple(seen)
+
+
+def group_methods(group: type) -> tuple[str, ...]:
+    """The methods that read option group ``group``."""
+    return tuple(name for name, method in METHODS.items() if group in method.option_groups)
+
+
+def _knob_default(name: str, default: Any) -> str:
+    if name == "rank" and default is None:
+        return "hidden/4"
+    if isinstance(default, list):
+        return " ".join(map(str, default))
+    return "(none)" if default is None else str(default)
+
+
+def describe(method: Method) -> str:
+    """The ``hf-pept methods`` entry of one method: what it is, its paper, its stock entry point, its knobs."""
+    import textwrap
+
+    lines = [
+        f"{method.name}  [{method.family}]",
+        *textwrap.wrap(method.summary, 110, initial_indent="  ", subsequent_indent="  "),
+    ]
+    lines.append(f"  paper:    {method.paper}, {method.paper.url}" if method.paper else "  paper:    (the baseline)")
+    lines.append(f"  use:      {method.usage}")
+    lines.append(f"  CLI:      hf-pept train --method {method.name}")
+    by_size = "".join(f", {size}: {lr:g}" for size, lr in method.learning_rate_by_size.items())
+    rank = f"; rank {method.rank_ratio:g} x hidden size" if method.rank_ratio is not None else ""
+    lines.append(f"  defaults: learning rate {method.learning_rate:g}{by_size}{rank}")
+    for title, knobs in method.knobs():
+        lines.append(f"  {title}:")
+        for name, default, help_text in knobs:
+            lines.append(f"    --{name} (default {_knob_default(name, default)})")
+            lines += textwrap.wrap(help_text, 106, initial_indent="        ", subsequent_indent="        ")
+    return "\n".join(lines)
+
+
+def format_table(names: list[str] | None = None) -> str:
+    """``hf-pept methods``: a one-line overview per method, then each method's entry (:func:`describe`)."""
+    chosen = [get(name) for name in names] if names else list(METHODS.values())
+    width = max(len(m.name) for m in chosen)
+    overview = [f"{'method':<{width}}  {'family':<9}  {'paper':<19}  stock entry point"]
+    for m in chosen:
+        paper = m.paper.authors if m.paper else "-"
+        overview.append(f"{m.name:<{width}}  {m.family:<9}  {paper:<19}  {m.entry}")
+    entries = "\n\n".join(describe(m) for m in chosen)
+    return "\n".join(overview) + "\n\n" + entries
+
+
+__all__ = [
+    "FAMILIES",
+    "METHODS",
+    "Method",
+    "Paper",
+    "StateLayout",
+    "compare_methods",
+    "describe",
+    "fira_methods",
+    "format_table",
+    "get",
+    "group_methods",
+    "method_names",
+    "option_groups",
+]
