@@ -1,6 +1,7 @@
 """Make transformers' stock ``optim="galore_*"`` names build our optimizers.
 
-The surface touched in transformers (checked by ``tests/galore/test_galore_registration.py``):
+The surface touched in transformers (checked by ``test_registration_surface_of_transformers`` in
+``tests/galore/test_galore_trainer.py``):
 
 * ``transformers.trainer_optimizer._OPTIMIZER_HANDLERS`` — the dict ``Trainer.get_optimizer_cls_and_kwargs`` looks
   ``args.optim`` up in. The Trainer imports the dict object itself, so replacing the six GaLore entries in place is
@@ -18,11 +19,12 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
+from transformers import TrainerCallback
 
+from ..events import unwrap_optimizer
 from .adafactor import GaLoreAdafactor
 from .adamw8bit import GaLoreAdamW8bit
 from .config import GaLoreConfig
-from .layerwise import LayerwiseGradNormCallback
 from .optimizer import GaLoreAdamW
 
 SUPPORTED_TRANSFORMERS = ">=5.2,<6"
@@ -110,6 +112,24 @@ def galore_optimizer_handler(ctx: Any) -> tuple[type, dict[str, Any]]:
         kwargs.update(betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
     kwargs["params"] = galore_param_groups(ctx.model, args.optim_target_modules, config, args.weight_decay, optim_name)
     return optimizer_cls, kwargs
+
+
+class LayerwiseGradNormCallback(TrainerCallback):
+    """Logs the real gradient norm of a layer-wise GaLore run.
+
+    With layer-wise updates every ``.grad`` is already freed when the Trainer measures the norm, so it would log 0;
+    this callback replaces that value (in the logs and in ``state.log_history``) by the norm the hooks measured.
+    It does nothing for any other optimizer.
+    """
+
+    def on_log(self, args, state, control, logs=None, optimizer=None, **kwargs):
+        inner = unwrap_optimizer(optimizer)
+        grad_norm = getattr(inner, "last_grad_norm", None)
+        if not getattr(inner, "layerwise", False) or grad_norm is None or not logs or "grad_norm" not in logs:
+            return
+        logs["grad_norm"] = grad_norm
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1]["grad_norm"] = grad_norm
 
 
 def register_galore() -> None:

@@ -23,6 +23,8 @@ from .layerwise import LayerwiseStepper
 from .projector import FULL, compute_projectors, project, projection_side
 
 PROJECTOR_EVENT = "projector_update"
+# How many distinct shapes a message about unprojected weights lists.
+_SHAPES_SHOWN = 5
 
 
 class GaLoreOptimizer(torch.optim.Optimizer):
@@ -31,6 +33,10 @@ class GaLoreOptimizer(torch.optim.Optimizer):
     Subclasses implement :meth:`_full_rank_update` (a list of ordinary parameters of one group) and
     :meth:`_lowrank_update` (the base optimizer on the projected gradient R of one weight, returning the update
     that is back-projected).
+
+    :meth:`step` updates every parameter that has a gradient. A loop that updates parameters one at a time (the
+    layer-wise hooks of :mod:`hf_pept.galore.layerwise`, or a user's own) calls :meth:`step_parameter` for each and
+    :meth:`finish_parameter_steps` once per step instead; the result is the same.
 
     Args:
         params: parameters or param groups; a group with a ``rank`` key is projected, with the knobs of
@@ -44,22 +50,34 @@ class GaLoreOptimizer(torch.optim.Optimizer):
     supports_fira = True
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *, layerwise: bool = False):
-        self._small_matrices: list[tuple[int, ...]] = []
-        super().__init__(params, defaults)
-        self._param_index = {p: i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        # add_param_group fills these: torch's __init__ calls it once per group, and users may call it later.
+        self._param_index: dict[torch.Tensor, int] = {}  # position in the optimizer: seeds the randomized sketch
+        self._group_index: dict[torch.Tensor, int] = {}  # param group, by index (load_state_dict replaces the dicts)
+        self._constructing = True
+        self._unprojected_at_construction: list[tuple[int, ...]] = []
+        self._layerwise: LayerwiseStepper | None = None
         self._events: list[dict[str, Any]] = []
+        self._pending_refreshes: dict[int, int] = {}
+        super().__init__(params, defaults)
+        self._constructing = False
+        self._check_projection(self._unprojected_at_construction)
         self.last_grad_norm: float | None = None
         self.layerwise = bool(layerwise)
         self._layerwise = LayerwiseStepper(self) if self.layerwise else None
-        if self._small_matrices:
-            warnings.warn(
-                f"GaLore: {len(self._small_matrices)} parameter(s) in projected groups are not 2-D or have a side "
-                f"<= rank (shapes {sorted(set(self._small_matrices))[:5]}...); they train full-rank.",
-                stacklevel=3,
-            )
+
+    def _check_projection(self, unprojected: list[tuple[int, ...]]) -> None:
+        """At construction: one warning for the weights of projected groups that cannot be projected."""
+        if unprojected:
+            warnings.warn(_unprojected_warning(unprojected), stacklevel=4)
 
     # ---- param groups -------------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group as torch does; a group with ``rank`` is projected (its knobs validated by GaLoreConfig).
+
+        After construction, a projected group none of whose weights can be projected trains full-rank with a
+        warning, and a layer-wise optimizer hooks the new parameters too.
+        """
+        unprojected: list[tuple[int, ...]] = []
         if param_group.get("rank") is not None:
             knobs = GaLoreConfig.knob_names()
             given = {k: param_group[k] for k in knobs if k in param_group}
@@ -72,10 +90,19 @@ class GaLoreOptimizer(torch.optim.Optimizer):
             params = param_group["params"]
             params = [params] if isinstance(params, torch.Tensor) else list(params)
             param_group["params"] = params
-            self._small_matrices.extend(
-                tuple(p.shape) for p in params if not self._projectable(p, param_group["rank"])
-            )
+            unprojected = [tuple(p.shape) for p in params if not self._projectable(p, param_group["rank"])]
         super().add_param_group(param_group)
+        new_params = self.param_groups[-1]["params"]
+        for p in new_params:
+            self._param_index[p] = len(self._param_index)
+            self._group_index[p] = len(self.param_groups) - 1
+        if self._constructing:
+            self._unprojected_at_construction.extend(unprojected)
+            return
+        if unprojected:
+            warnings.warn(_unprojected_warning(unprojected), stacklevel=2)
+        if self._layerwise is not None:
+            self._layerwise.watch(new_params)
 
     @staticmethod
     def _projectable(p: torch.Tensor, rank: int) -> bool:
@@ -101,25 +128,42 @@ class GaLoreOptimizer(torch.optim.Optimizer):
         if self._layerwise is not None:
             self._layerwise.finish_step()
             return loss
-        refreshed: dict[int, int] = {}
         for group in self.param_groups:
-            self._update_params(group, [p for p in group["params"] if p.grad is not None], refreshed)
-        self._record_refreshes(refreshed)
+            self._update_params(group, [p for p in group["params"] if p.grad is not None])
+        self.finish_parameter_steps()
         return loss
 
-    def _update_params(self, group: dict[str, Any], params: list[torch.Tensor], refreshed: dict[int, int]) -> None:
+    @torch.no_grad()
+    def step_parameter(self, p: torch.Tensor) -> None:
+        """Update one parameter now from its ``.grad``, as :meth:`step` would (nothing if it has no gradient).
+
+        The update uses the parameter's current param group (learning rate included) and its own state, so calling
+        this for every parameter and then :meth:`finish_parameter_steps` equals one :meth:`step`. The gradient is
+        left in place; layer-wise GaLore frees it right after (Zhao et al. 2024, §4.3).
+        """
+        group_index = self._group_index.get(p)
+        if group_index is None:
+            raise ValueError(
+                f"step_parameter got a tensor of shape {tuple(p.shape)} that is in no param group of this optimizer"
+            )
+        if p.grad is not None:
+            self._update_params(self.param_groups[group_index], [p])
+
+    def finish_parameter_steps(self) -> None:
+        """Close a step made of :meth:`step_parameter` calls: record its projector refreshes (:meth:`pop_events`)."""
+        for step, count in sorted(self._pending_refreshes.items()):
+            self._events.append({"event": PROJECTOR_EVENT, "step": step, "num_params": count})
+        self._pending_refreshes = {}
+
+    def _update_params(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
         full_rank = [p for p in params if not self.is_projected(p, group)]
         if full_rank:
             self._full_rank_update(group, full_rank)
         for p in params:
             if self.is_projected(p, group):
-                self._projected_update(group, p, refreshed)
+                self._projected_update(group, p)
 
-    def _record_refreshes(self, refreshed: dict[int, int]) -> None:
-        for step, count in sorted(refreshed.items()):
-            self._events.append({"event": PROJECTOR_EVENT, "step": step, "num_params": count})
-
-    def _projected_update(self, group: dict[str, Any], p: torch.Tensor, refreshed: dict[int, int]) -> None:
+    def _projected_update(self, group: dict[str, Any], p: torch.Tensor) -> None:
         """GaLore Algorithm 1 for one weight: refresh P every T steps, R = PᵀG, base step on R, W update."""
         grad = p.grad
         state = self.state[p]
@@ -142,7 +186,7 @@ class GaLoreOptimizer(torch.optim.Optimizer):
             state["projector"] = projectors[0].to(p.dtype)
             if side == FULL:
                 state["projector_right"] = projectors[1].to(p.dtype)
-            refreshed[step] = refreshed.get(step, 0) + 1
+            self._pending_refreshes[step] = self._pending_refreshes.get(step, 0) + 1
         projectors = (state["projector"], state["projector_right"]) if side == FULL else (state["projector"],)
         lowrank_grad = project(grad, projectors, side)
         state["step"] = step + 1
@@ -256,3 +300,16 @@ def _check_adam_args(lr, betas, eps, weight_decay) -> None:
         raise ValueError(f"Invalid eps {eps!r}: must be >= 0")
     if not weight_decay >= 0:
         raise ValueError(f"Invalid weight_decay {weight_decay!r}: must be >= 0")
+
+
+def _shapes_text(shapes: list[tuple[int, ...]]) -> str:
+    distinct = sorted(set(shapes))
+    more = ", ..." if len(distinct) > _SHAPES_SHOWN else ""
+    return "[" + ", ".join(str(s) for s in distinct[:_SHAPES_SHOWN]) + more + "]"
+
+
+def _unprojected_warning(shapes: list[tuple[int, ...]]) -> str:
+    return (
+        f"GaLore: {len(shapes)} parameter(s) in projected groups are not 2-D or have a side <= rank (shapes "
+        f"{_shapes_text(shapes)}); they train full-rank."
+    )

@@ -9,8 +9,12 @@ from galore_tiny import RandomTokens, galore_args, logged, tiny_llama
 from transformers import Trainer
 
 import hf_pept
-from hf_pept.galore.integration import GALORE_OPTIMIZERS, galore_optimizer_handler, register_galore
-from hf_pept.galore.layerwise import LayerwiseGradNormCallback
+from hf_pept.galore.integration import (
+    GALORE_OPTIMIZERS,
+    LayerwiseGradNormCallback,
+    galore_optimizer_handler,
+    register_galore,
+)
 
 NAMES = list(GALORE_OPTIMIZERS)
 EXPECTED_CLASS = {
