@@ -18,3 +18,17 @@ def test_kernels_and_app_are_installed_inside_hf_pept_only(tmp_path):
 
 def test_version():
     assert hf_pept.__version__.count(".") == 2
+
+
+def test_every_make_target_the_readme_names_exists_and_its_scripts_too():
+    import re
+    from pathlib import Path
+
+    root = Path(hf_pept.__file__).resolve().parent.parent
+    makefile = (root / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][\w-]*):", makefile, flags=re.M))
+    named = set(re.findall(r"`make ([a-z][\w-]*)`", (root / "README.md").read_text()))
+    assert {"demo", "test", "methods", "app", "examples"} <= named
+    assert named <= targets, named - targets
+    for script in re.findall(r"\$\(PY\) (examples/\S+\.py)", makefile):
+        assert (root / script).is_file(), script
