@@ -40,7 +40,8 @@ class GaLoreOptimizer(torch.optim.Optimizer):
 
     Args:
         params: parameters or param groups; a group with a ``rank`` key is projected, with the knobs of
-            :class:`~hf_pept.galore.config.GaLoreConfig` (missing ones take its defaults).
+            :class:`~hf_pept.galore.config.GaLoreConfig` (missing ones take its defaults). A projected group must
+            hold at least one 2-D weight whose smaller side exceeds its rank (else ``ValueError``).
         defaults: the base optimizer's defaults (lr, betas, ...).
         layerwise: update each parameter inside its post-accumulate-grad hook and free its gradient right away
             (see :mod:`hf_pept.galore.layerwise`); :meth:`step` then only closes the step.
@@ -66,9 +67,20 @@ class GaLoreOptimizer(torch.optim.Optimizer):
         self._layerwise = LayerwiseStepper(self) if self.layerwise else None
 
     def _check_projection(self, unprojected: list[tuple[int, ...]]) -> None:
-        """At construction: one warning for the weights of projected groups that cannot be projected."""
-        if unprojected:
+        """At construction: a projected optimizer that projects nothing is an error; skipping some weights a warning."""
+        projected_groups = [g for g in self.param_groups if g.get("rank") is not None]
+        if not projected_groups or not unprojected:
+            return
+        if any(self.is_projected(p, g) for g in projected_groups for p in g["params"]):
             warnings.warn(_unprojected_warning(unprojected), stacklevel=4)
+            return
+        ranks = sorted({g["rank"] for g in projected_groups})
+        at_rank = f"rank={ranks[0]}" if len(ranks) == 1 else f"ranks {ranks}"
+        raise ValueError(
+            f"GaLore would project no weight at {at_rank}: it projects 2-D weights whose smaller side exceeds the "
+            f"rank, and the projected param groups hold only shapes {_shapes_text(unprojected)}. "
+            f"{_rank_hint(unprojected)}"
+        )
 
     # ---- param groups -------------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -313,3 +325,16 @@ def _unprojected_warning(shapes: list[tuple[int, ...]]) -> str:
         f"GaLore: {len(shapes)} parameter(s) in projected groups are not 2-D or have a side <= rank (shapes "
         f"{_shapes_text(shapes)}); they train full-rank."
     )
+
+
+def _rank_hint(shapes: list[tuple[int, ...]]) -> str:
+    """A rank that projects every matrix among ``shapes``: the largest power of two below their smallest side."""
+    sides = [min(s) for s in shapes if len(s) == 2 and min(s) > 1]
+    if not sides:
+        return (
+            "None of them is a matrix GaLore can project: put the 2-D weights (attention and MLP projections) in the "
+            "group with `rank`, and biases and norms in a group without it."
+        )
+    smallest = min(sides)
+    suggestion = 1 << ((smallest - 1).bit_length() - 1)
+    return f"Use a rank below the smallest side, {smallest}: e.g. rank={suggestion}."

@@ -69,17 +69,20 @@ def test_full_projection_uses_both_sides():
 
 def test_full_rank_params_follow_torch_adamw_exactly():
     torch.manual_seed(1)
-    shapes = [(7,), (5, 6), (3, 40), (2, 3)]
+    shapes = [(7,), (5, 6), (3, 40), (2, 3), (8, 12)]
     ours = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
     ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
     kwargs = {"lr": 0.01, "betas": (0.8, 0.95), "eps": 1e-6, "weight_decay": 0.1}
-    # the (3, 40) matrix and the vector sit in a projected group but are too small for rank 4: full-rank there too
-    opt = GaLoreAdamW([{"params": ours[:2]}, {"params": ours[2:], "rank": 4, "weight_decay": 0.0}], **kwargs)
+    # the (3, 40) and (2, 3) matrices sit in a projected group but are too small for rank 4: full-rank there too
+    # (the (8, 12) one is projected, so it is left out of the comparison)
+    with pytest.warns(UserWarning, match="train full-rank"):
+        opt = GaLoreAdamW([{"params": ours[:2]}, {"params": ours[2:], "rank": 4, "weight_decay": 0.0}], **kwargs)
     ref_opt = torch.optim.AdamW(
         [{"params": ref[:2]}, {"params": ref[2:], "weight_decay": 0.0}], foreach=True, **kwargs
     )
     _step_both_with_the_same_gradients(opt, ours, ref_opt, ref, steps=5)
-    for a, b in zip(ours, ref):
+    assert "projector" in opt.state[ours[-1]]
+    for a, b in zip(ours[:-1], ref[:-1]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -158,19 +161,22 @@ def test_projector_refresh_events():
 
 
 def test_small_matrices_train_full_rank_with_one_warning():
-    params = [
+    small = [
         torch.nn.Parameter(torch.randn(8, 40)),
         torch.nn.Parameter(torch.randn(4, 4)),
         torch.nn.Parameter(torch.randn(9)),
     ]
+    projected = torch.nn.Parameter(torch.randn(12, 40))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        opt = GaLoreAdamW([{"params": params, "rank": 8}])
-    assert len([w for w in caught if "full-rank" in str(w.message)]) == 1
-    for p in params:
+        opt = GaLoreAdamW([{"params": [*small, projected], "rank": 8}])
+    messages = [str(w.message) for w in caught if "full-rank" in str(w.message)]
+    assert len(messages) == 1 and "(4, 4), (8, 40), (9,)" in messages[0]
+    for p in [*small, projected]:
         p.grad = torch.randn_like(p)
     opt.step()
-    assert all("projector" not in opt.state[p] and opt.state[p]["exp_avg"].shape == p.shape for p in params)
+    assert all("projector" not in opt.state[p] and opt.state[p]["exp_avg"].shape == p.shape for p in small)
+    assert opt.state[projected]["projector"].shape == (12, 8)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ import io
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 import torch
@@ -106,6 +107,27 @@ def test_step_parameter_refuses_a_tensor_it_does_not_hold():
     optimizer = GaLoreAdamW([{"params": [torch.nn.Parameter(torch.randn(8, 8))], "rank": 2}])
     with pytest.raises(ValueError, match=r"shape \(3, 3\) that is in no param group"):
         optimizer.step_parameter(torch.nn.Parameter(torch.randn(3, 3)))
+
+
+def test_a_projected_optimizer_that_projects_nothing_is_an_error_with_a_rank_that_works():
+    # the weights of a 32-wide model at the default rank 128: no side exceeds the rank
+    weights = [torch.nn.Parameter(torch.randn(s)) for s in [(32, 32), (64, 32), (32, 64), (32, 32)]]
+    norm = torch.nn.Parameter(torch.ones(32))
+    with pytest.raises(ValueError) as error:
+        GaLoreAdamW([{"params": [*weights, norm], "rank": 128}, {"params": [torch.nn.Parameter(torch.ones(3))]}])
+    message = str(error.value)
+    assert "rank=128" in message and "(32,), (32, 32), (32, 64), (64, 32)" in message
+    assert "e.g. rank=16" in message
+    # and the suggested rank does project them all, without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        optimizer = GaLoreAdamW([{"params": weights, "rank": 16}])
+    assert all(optimizer.is_projected(w, optimizer.param_groups[0]) for w in weights)
+
+
+def test_projected_groups_without_any_matrix_say_so():
+    with pytest.raises(ValueError, match="None of them is a matrix GaLore can project"):
+        GaLoreAdafactor([{"params": [torch.nn.Parameter(torch.ones(64))], "rank": 8}])
 
 
 def test_an_all_small_group_added_later_warns_and_trains_full_rank():

@@ -159,6 +159,12 @@ def test_layerwise_refuses_grad_clipping(tmp_path):
         Trainer(model=tiny_llama(), args=args, train_dataset=RandomTokens()).create_optimizer()
 
 
+def test_a_rank_that_projects_nothing_fails_before_training_with_a_rank_that_works(tmp_path):
+    args = galore_args(tmp_path, "galore_adamw", optim_args="rank=128")
+    with pytest.raises(ValueError, match=r"project no weight at rank=128.*e\.g\. rank=16"):
+        Trainer(model=tiny_llama(), args=args, train_dataset=RandomTokens()).create_optimizer()
+
+
 @pytest.mark.parametrize(
     "optim_args,match",
     [("rank=8,ranq=2", "ranq"), ("rank=8,proj_type=middle", "proj_type"), ("proj_method=lanczos", "proj_method")],
