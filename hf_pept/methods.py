@@ -71,7 +71,9 @@ class Method:
     """One training method: identity, paper, knobs, how it is built, and its defaults.
 
     ``make_config(method, run, groups, rank)`` returns the method's validated config (or None): called before any
-    work starts, so a bad knob is refused in one line. ``wrap_model(method, model, config)`` applies a tuner;
+    work starts, so a bad knob is refused in one line. ``build_model(method, run, config, vocab_size,
+    max_position_embeddings)`` builds an architecture's model (None: the LLaMA of ``run.model``, as
+    :func:`hf_pept.models.build_model`). ``wrap_model(method, model, config)`` applies a tuner;
     ``trainer_kwargs(method, config, groups)`` returns the ``TrainingArguments`` entries of an optimizer.
     ``compare_knobs(interval)`` gives the method's periodic knobs for a ``hf-pept compare`` budget whose events
     (merges, refreshes) come every ``interval`` steps.
@@ -91,6 +93,7 @@ class Method:
     learning_rate_by_size: Mapping[str, float] = field(default_factory=dict)  # where a paper tunes per size
     in_compare: bool = False
     make_config: Callable[..., Any] | None = None
+    build_model: Callable[..., Any] | None = None
     wrap_model: Callable[..., Any] | None = None
     trainer_kwargs: Callable[..., dict[str, Any]] | None = None
     compare_knobs: Callable[[int], list[str]] | None = None

@@ -265,9 +265,12 @@ def _train_in(prepared: PreparedRun, run_dir: Path, resume) -> dict[str, Any]:
     print(f"hf-pept {hf_pept.__version__}: {run.method}{rank} on a {run.model} model, run folder {run_dir}")
     corpus, tokenizer, train_ds, eval_ds = _load_data(run)
     set_seed(run.seed)
-    model = models.build_model(
-        run.model, len(tokenizer), max_position_embeddings=max(run.seq_len, models.DEFAULT_MAX_POSITION_EMBEDDINGS)
-    )
+    max_positions = max(run.seq_len, models.DEFAULT_MAX_POSITION_EMBEDDINGS)
+    method = prepared.method
+    if method.build_model:  # an architecture of its own (built from config, random weights)
+        model = method.build_model(method, run, prepared.config, len(tokenizer), max_positions)
+    else:
+        model = models.build_model(run.model, len(tokenizer), max_position_embeddings=max_positions)
     total_params = models.count_parameters(model)
     model = apply_method(model, prepared)
     args = training_arguments(prepared, run_dir, device, bf16)
