@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,19 @@ EVENT_STYLES = {
     "projector_update": {"color": "tab:green", "linestyle": ":"},
 }
 MARKED_PANELS = ("loss", "lr")
+# matplotlib's "tab10" cycle, written out so that a run's colour is chosen without matplotlib
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 MAX_MARKERS_PER_EVENT = 200  # a projector refresh every few steps would otherwise hide the curves
 
 
@@ -100,6 +114,17 @@ def points_summary(runs: list[RunMetrics]) -> str:
     return "\n".join(lines)
 
 
+def run_colors(names: list[str], assigned: dict[str, str] | None = None) -> dict[str, str]:
+    """A colour per run that stays the run's own: the runs in ``assigned`` keep theirs, each new one (in name
+    order) takes the palette's first least-used colour, so runs get distinct colours in order of first appearance
+    until the palette is used up. Runs no longer in ``names`` are dropped."""
+    colors = {name: color for name, color in (assigned or {}).items() if name in names}
+    for name in sorted(set(names) - colors.keys()):
+        uses = Counter(colors.values())
+        colors[name] = min(PALETTE, key=lambda color: uses[color])
+    return colors
+
+
 def _figure(figsize: tuple[float, float]):
     """A figure outside pyplot's registry: the app draws one every refresh, and pyplot would keep them all."""
     from matplotlib.figure import Figure
@@ -107,20 +132,19 @@ def _figure(figsize: tuple[float, float]):
     return Figure(figsize=figsize, layout="constrained")
 
 
-def training_figure(runs: list[RunMetrics], smoothing: float = 0.9):
-    """A 2×3 grid of the PANELS, each run one colour, events as vertical lines on the loss and LR panels."""
-    import matplotlib
-
+def training_figure(runs: list[RunMetrics], smoothing: float = 0.9, colors: dict[str, str] | None = None):
+    """A 2×3 grid of the PANELS, each run in its colour (``colors``, see :func:`run_colors`), events as vertical
+    lines on the loss and LR panels."""
+    colors = run_colors([run.name for run in runs], colors)
     fig = _figure(figsize=(13, 6.5))
     axes = fig.subplots(2, 3)
-    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (key, title) in zip(axes.flat, PANELS):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=8)
         drawn = False
-        for index, run in enumerate(runs):
-            color = colors[index % len(colors)]
+        for run in runs:
+            color = colors[run.name]
             steps, values = run.series(key)
             if not steps:
                 continue
@@ -196,8 +220,11 @@ def _is_scalar(value) -> bool:
     return value is None or isinstance(value, (int, float, str, bool))
 
 
-def perplexity_memory_figure(rows: list[dict], perplexity_key: str, memory_key: str):
-    """Scatter of eval perplexity against peak memory, one labelled point per finished run."""
+def perplexity_memory_figure(
+    rows: list[dict], perplexity_key: str, memory_key: str, colors: dict[str, str] | None = None
+):
+    """Scatter of eval perplexity against peak memory, one labelled point per finished run in its colour."""
+    colors = run_colors([str(row["run"]) for row in rows], colors)
     fig = _figure(figsize=(6.5, 4.5))
     ax = fig.subplots()
     ax.set_xlabel("peak memory (MB)")
@@ -206,6 +233,6 @@ def perplexity_memory_figure(rows: list[dict], perplexity_key: str, memory_key: 
     for row in rows:
         x, y = row.get(memory_key), row.get(perplexity_key)
         if isinstance(x, (int, float)) and isinstance(y, (int, float)):
-            ax.scatter([x], [y], s=40)
+            ax.scatter([x], [y], s=40, color=colors[str(row["run"])])
             ax.annotate(str(row["run"]), (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
     return fig

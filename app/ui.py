@@ -33,9 +33,10 @@ def build_ui(backend: Backend) -> gr.Blocks:
             "and watch loss, perplexity and memory live. Runs are `hf-pept train` processes writing to "
             f"`{backend.runs_root}`."
         )
+        colors = gr.State({})  # per page: each run's colour, the same in every chart and refresh
         configure = configure_tab(demo, backend)
-        run_list = runs_tab(demo, backend)
-        compare_tab(demo, backend)
+        run_list = runs_tab(demo, backend, colors)
+        compare_tab(demo, backend, colors)
         wire_launch(backend, configure, run_list)
     return demo
 
@@ -293,10 +294,11 @@ class RunsTab:
     chart: Any
     error_tail: Any
     gpu_panel: Any
-    drawn_curves: Any  # per page: what the chart shows (runs and record counts)
+    drawn_curves: Any  # per page: what the chart shows (runs, record counts, colours)
+    colors: Any  # per page: run name -> colour, shared with the Compare tab
 
 
-def runs_tab(demo: gr.Blocks, backend: Backend) -> RunsTab:
+def runs_tab(demo: gr.Blocks, backend: Backend, colors) -> RunsTab:
     """The run list, stop and resume, the live charts; refreshed from the run folders by a timer."""
     with gr.Tab("Runs", id="runs"):
         with gr.Row():
@@ -336,6 +338,7 @@ def runs_tab(demo: gr.Blocks, backend: Backend) -> RunsTab:
         error_tail=error_tail,
         gpu_panel=gpu_panel,
         drawn_curves=gr.State(None),
+        colors=colors,
     )
     refresh_outputs = [
         tab.run_table,
@@ -347,8 +350,9 @@ def runs_tab(demo: gr.Blocks, backend: Backend) -> RunsTab:
         tab.error_tail,
         tab.gpu_panel,
         tab.drawn_curves,
+        tab.colors,
     ]
-    refresh_inputs = [tab.shown, tab.selected, tab.drawn_curves]
+    refresh_inputs = [tab.shown, tab.selected, tab.drawn_curves, tab.colors]
     handler = partial(on_refresh, backend, tab)
     timer = gr.Timer(REFRESH_SECONDS)
     timer.tick(handler, inputs=refresh_inputs, outputs=refresh_outputs, show_progress="hidden")
@@ -360,26 +364,27 @@ def runs_tab(demo: gr.Blocks, backend: Backend) -> RunsTab:
     return tab
 
 
-def on_refresh(backend: Backend, tab: RunsTab, shown_names, selected_name, last_drawn) -> dict:
+def on_refresh(backend: Backend, tab: RunsTab, shown_names, selected_name, last_drawn, colors) -> dict:
     """The run list, the runs on the chart (by default those still going), the selected run's checkpoints and
     error tail, the chart (redrawn only when a shown run has new records), the GPU panel."""
     infos = backend.list_runs()
     all_names = [info.name for info in infos]
+    colors = charts.run_colors(all_names, colors)  # every run's, so a run shown later keeps the same colour
     shown_names = [n for n in (shown_names or []) if n in all_names]
     if not shown_names:
         shown_names = [i.name for i in infos if i.status in ("running", "stopping")] or all_names[:1]
     if selected_name not in all_names:
         selected_name = shown_names[0] if shown_names else None
     current = next((info for info in infos if info.name == selected_name), None)
-    metrics = backend.metrics(sorted(shown_names))  # sorted: a run keeps its colour between refreshes
+    metrics = backend.metrics(sorted(shown_names))
     tail = current.error_tail if current is not None and current.status == "failed" else ""
-    drawn = [(run.name, len(run.records), len(run.events)) for run in metrics]
+    drawn = [(run.name, len(run.records), len(run.events), colors[run.name]) for run in metrics]
     if not metrics:
         figure = None
     elif drawn == last_drawn:
         figure = gr.update()  # nothing new: keep the picture instead of redrawing it every tick
     else:
-        figure = charts.training_figure(metrics)
+        figure = charts.training_figure(metrics, colors=colors)
     return {
         tab.run_table: backend.run_table(infos),
         tab.shown: gr.update(choices=all_names, value=shown_names),
@@ -390,6 +395,7 @@ def on_refresh(backend: Backend, tab: RunsTab, shown_names, selected_name, last_
         tab.error_tail: gr.update(value=tail, visible=bool(tail)),
         tab.gpu_panel: gpu.format_status(gpu.gpu_status()) if gpu.cuda_present() else "",
         tab.drawn_curves: drawn,
+        tab.colors: colors,
     }
 
 
@@ -446,9 +452,10 @@ class CompareTab:
     table: Any
     csv_label: Any
     csv_table: Any
+    colors: Any  # per page: run name -> colour, shared with the Runs tab
 
 
-def compare_tab(demo: gr.Blocks, backend: Backend) -> CompareTab:
+def compare_tab(demo: gr.Blocks, backend: Backend, colors) -> CompareTab:
     """Perplexity against peak memory of the finished runs, and the newest `hf-pept compare` table."""
     with gr.Tab("Compare", id="compare"):
         tab = CompareTab(
@@ -457,19 +464,24 @@ def compare_tab(demo: gr.Blocks, backend: Backend) -> CompareTab:
             table=gr.Dataframe(label="finished runs (summary.json)", interactive=False),
             csv_label=gr.Markdown(),
             csv_table=gr.Dataframe(label="`hf-pept compare` table", interactive=False, visible=False),
+            colors=colors,
         )
-    outputs = [tab.plot, tab.table, tab.csv_label, tab.csv_table]
+    outputs = [tab.plot, tab.table, tab.csv_label, tab.csv_table, tab.colors]
     handler = partial(on_compare, backend, tab)
-    tab.refresh_button.click(handler, outputs=outputs)
-    demo.load(handler, outputs=outputs)
+    tab.refresh_button.click(handler, inputs=[tab.colors], outputs=outputs)
+    demo.load(handler, inputs=[tab.colors], outputs=outputs)
     return tab
 
 
-def on_compare(backend: Backend, tab: CompareTab) -> dict:
+def on_compare(backend: Backend, tab: CompareTab, colors: dict) -> dict:
     import pandas as pd
 
     rows = backend.comparison()
-    figure = charts.perplexity_memory_figure(rows, backend.perplexity_key, backend.memory_key) if rows else None
+    # the same assignment as the Runs tab's (every listed run), so a run has one colour in both
+    colors = charts.run_colors([info.name for info in backend.list_runs()], colors)
+    figure = (
+        charts.perplexity_memory_figure(rows, backend.perplexity_key, backend.memory_key, colors) if rows else None
+    )
     csv_path, csv_rows = backend.compare_table()
     if csv_path is None:
         note = f"No `comparison.csv` under `{backend.runs_root}` yet: run `hf-pept compare` there."
@@ -482,4 +494,5 @@ def on_compare(backend: Backend, tab: CompareTab) -> dict:
         tab.table: pd.DataFrame(rows).round(4) if rows else None,
         tab.csv_label: note,
         tab.csv_table: csv_update,
+        tab.colors: colors,
     }

@@ -98,3 +98,33 @@ def test_figures_are_not_kept_by_pyplot(tmp_path):
     for _ in range(3):
         charts.training_figure([charts.read_metrics(tmp_path)])
     assert len(plt.get_fignums()) == before  # a 2-second refresh would otherwise leak one figure per tick
+
+
+def test_run_colors_stay_with_their_run_as_runs_come_and_go():
+    first = charts.run_colors(["b", "c"])
+    assert len(set(first.values())) == 2
+    # a new run whose name sorts first takes a free colour; the others keep theirs
+    second = charts.run_colors(["a", "b", "c"], first)
+    assert {name: second[name] for name in ("b", "c")} == first and second["a"] not in first.values()
+    assert charts.run_colors(["c"], second) == {"c": first["c"]}  # a run gone gives its colour back
+    many = charts.run_colors([f"run{i}" for i in range(len(charts.PALETTE))])
+    assert sorted(many.values()) == sorted(charts.PALETTE)  # distinct until the palette is used up
+
+
+def test_each_figure_draws_a_run_in_its_given_colour(tmp_path):
+    pytest.importorskip("matplotlib")
+    for name in ("a", "b"):
+        write_metrics(tmp_path / name, [json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (1, 2)])
+    colors = {"a": charts.PALETTE[3], "b": charts.PALETTE[0]}  # not the palette's order
+    fig = charts.training_figure([charts.read_metrics(tmp_path / n) for n in ("a", "b")], colors=colors)
+    assert {line.get_label(): line.get_color() for line in fig.axes[0].lines if line.get_label() in colors} == colors
+    rows = [{"run": name, "eval_perplexity": 10.0, "peak_memory_mb": 5.0} for name in ("a", "b")]
+    fig = charts.perplexity_memory_figure(rows, "eval_perplexity", "peak_memory_mb", colors)
+    drawn = [matplotlib_hex(points.get_facecolor()[0]) for points in fig.axes[0].collections]
+    assert drawn == [colors["a"], colors["b"]]
+
+
+def matplotlib_hex(rgba) -> str:
+    from matplotlib.colors import to_hex
+
+    return to_hex(rgba)

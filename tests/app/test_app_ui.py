@@ -31,16 +31,16 @@ def field(demo, name: str):
     return component(demo, f"field-{name}")
 
 
-def call(demo, handler: str, trigger=None, values: dict | None = None):
-    """Run the function named ``handler`` (the one ``trigger`` fires, when given) on the components' values."""
-    found = [
-        fn
-        for fn in demo.fns.values()
-        if getattr(fn.fn, "func", fn.fn).__name__ == handler
-        and (trigger is None or any(target[0] == trigger._id for target in fn.targets))
-    ]
-    assert found, f"no event runs {handler}"
-    fn = found[0]
+def handler(demo, name: str):
+    """The first event function wired to the handler called ``name``."""
+    found = [fn for fn in demo.fns.values() if getattr(fn.fn, "func", fn.fn).__name__ == name]
+    assert found, f"no event runs {name}"
+    return found[0]
+
+
+def call(demo, name: str, values: dict | None = None):
+    """Run the handler called ``name`` on the components' current values (``values`` where given)."""
+    fn = handler(demo, name)
     values = values or {}
     out = fn.fn(*[values[c] if c in values else c.value for c in fn.inputs])
     if len(fn.outputs) > 1:
@@ -71,3 +71,44 @@ def test_a_launch_error_is_cleared_when_the_form_changes_and_a_report_is_kept(de
     out = call(demo, "on_form", values={message: "Command loaded into the form."})
     assert message not in out
     assert call(demo, "clear_error", values={message: "Launched **r1**"}) == gr.update()
+
+
+def write_run(runs_root, name: str, steps: int = 3) -> None:
+    run_dir = runs_root / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(f'{{"step": {s}, "loss": {3.0 / s}}}\n' for s in range(1, steps + 1))
+    )
+    (run_dir / "summary.json").write_text('{"model": "tiny", "eval_perplexity": 20.5, "peak_memory_mb": 30.25}')
+
+
+def loss_colors(figure) -> dict[str, str]:
+    return {
+        line.get_label(): line.get_color() for line in figure.axes[0].lines if not line.get_label().startswith("_")
+    }
+
+
+def test_a_run_keeps_its_colour_across_refreshes_and_tabs(demo, backend):
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import to_hex
+
+    shown, chart = component(demo, "shown-runs"), component(demo, "training-chart")
+    (colors,) = set(handler(demo, "on_refresh").inputs) & set(handler(demo, "on_compare").inputs)  # shared state
+    write_run(backend.runs_root, "galore-b")
+    write_run(backend.runs_root, "relora-c")
+    out = call(demo, "on_refresh", values={shown: ["galore-b", "relora-c"]})
+    before = loss_colors(out[chart])
+    assert len(set(before.values())) == 2
+    # a new run, first in name order, appears and is shown too: the two keep their colours
+    write_run(backend.runs_root, "full-a")
+    out = call(demo, "on_refresh", values={shown: ["full-a", "galore-b", "relora-c"], colors: out[colors]})
+    after = loss_colors(out[chart])
+    assert {name: after[name] for name in before} == before and after["full-a"] not in before.values()
+    # the Compare tab's scatter draws each run in the same colour
+    out = call(demo, "on_compare", values={colors: out[colors]})
+    figure = next(value for key, value in out.items() if key.__class__ is gr.Plot)
+    points = {
+        text.get_text(): to_hex(dots.get_facecolor()[0])
+        for text, dots in zip(figure.axes[0].texts, figure.axes[0].collections)
+    }
+    assert points == after
