@@ -16,6 +16,7 @@ accumulation and checkpointing in the layer-wise forms.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from torch import nn
@@ -97,10 +98,12 @@ def galore_optimizer_handler(ctx: Any) -> tuple[type, dict[str, Any]]:
         raise ValueError(f"optim={optim_name!r} needs the model to choose the projected weights")
     if layerwise:
         if args.max_grad_norm and args.max_grad_norm > 0:
-            raise ValueError(
+            # The Trainer's own clip then finds every .grad already freed by the hooks: a no-op, not an error.
+            warnings.warn(
                 f"optim={optim_name!r} updates every layer during backward, before the global gradient norm is "
-                f"known, so it cannot clip it: set max_grad_norm=0 (got {args.max_grad_norm}); the real norm is "
-                "still logged as grad_norm"
+                f"known, so max_grad_norm={args.max_grad_norm} cannot clip it: training runs unclipped (set "
+                "max_grad_norm=0 to silence this). The real norm is still logged as grad_norm.",
+                stacklevel=2,
             )
         if args.world_size > 1:
             raise ValueError(

@@ -9,8 +9,9 @@ Gradient accumulation: a hook updates only on the accumulation boundary, read fr
 ``GradientState.sync_gradients`` (the Trainer sets it before every micro-batch, ``Accelerator.accumulate`` does the
 same, and it is ``True`` in a plain loop). On the other micro-batches the gradient accumulates in ``.grad`` as usual.
 
-Not possible layer-wise, so refused up front: clipping by the *global* gradient norm (every layer is updated
-before the last gradient exists) and DDP (hooks see the local gradient before the all-reduce). The real global gradient norm is still measured (sum of per-parameter squared norms) and
+Not possible layer-wise: clipping by the *global* gradient norm (every layer is updated before the last gradient
+exists; the Trainer integration warns and does not clip) and DDP (hooks see the local gradient before the
+all-reduce; refused). The real global gradient norm is still measured (sum of per-parameter squared norms) and
 exposed as ``last_grad_norm``; :class:`~hf_pept.galore.integration.LayerwiseGradNormCallback` writes it into the
 Trainer's ``grad_norm`` log.
 

@@ -2,11 +2,12 @@
 layer-wise gradient accumulation and logging, and the errors for what cannot work."""
 
 import sys
+import warnings
 
 import pytest
 import torch
 from galore_tiny import RandomTokens, galore_args, logged, tiny_llama
-from transformers import Trainer
+from transformers import Trainer, TrainingArguments
 
 import hf_pept
 from hf_pept.galore.integration import (
@@ -153,10 +154,34 @@ def test_layerwise_with_accumulation_equals_the_full_step_and_logs_the_real_grad
         assert layerwise_norms[step] == pytest.approx(norm, rel=1e-5)
 
 
-def test_layerwise_refuses_grad_clipping(tmp_path):
-    args = galore_args(tmp_path, "galore_adamw_layerwise", max_grad_norm=1.0)
-    with pytest.raises(ValueError, match="max_grad_norm=0"):
-        Trainer(model=tiny_llama(), args=args, train_dataset=RandomTokens()).create_optimizer()
+def test_layerwise_with_the_default_max_grad_norm_trains_unclipped_with_one_warning(tmp_path):
+    """transformers' documented layer-wise example keeps TrainingArguments' max_grad_norm=1.0: it must train."""
+    args = TrainingArguments(
+        str(tmp_path),
+        optim="galore_adamw_layerwise",
+        optim_target_modules=[r".*attn.*", r".*mlp.*"],
+        optim_args="rank=8",  # the tiny model is 32 wide
+        max_steps=4,
+        logging_steps=1,
+        learning_rate=1e-2,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    assert args.max_grad_norm == 1.0
+    # one batch of 8 sequences, seen at every step: its loss must fall
+    trainer = Trainer(model=tiny_llama(), args=args, train_dataset=RandomTokens(num_samples=8))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    clipping = [w for w in caught if "cannot clip" in str(w.message)]
+    assert len(clipping) == 1 and "max_grad_norm=1.0" in str(clipping[0].message)
+    losses, norms = logged(trainer), logged(trainer, "grad_norm")
+    assert sorted(losses) == [1, 2, 3, 4] and losses[4] < losses[1] - 0.05
+    assert sorted(norms) == [1, 2, 3, 4] and all(norm > 0 for norm in norms.values())
+    # unclipped: the logged norm is the one the hooks measured (the Trainer's own clip saw freed gradients only)
+    assert norms[4] == pytest.approx(_inner(trainer.optimizer).last_grad_norm)
 
 
 def test_a_rank_that_projects_nothing_fails_before_training_with_a_rank_that_works(tmp_path):
