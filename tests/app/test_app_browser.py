@@ -168,7 +168,7 @@ def test_configure_launch_watch_and_stop_in_the_browser(app_url, tmp_path):
 
         # A dataset path that does not exist is named at its field; the small corpus then passes.
         _fill(page, "dataset", str(tmp_path / "missing.txt"))
-        expect(page.locator("#error-dataset")).to_contain_text("no file or folder", timeout=10_000)
+        expect(page.locator("#error-dataset")).to_contain_text("missing.txt", timeout=10_000)
         _fill(page, "dataset", str(_small_corpus(tmp_path / "corpus.txt")))
         expect(page.locator("#error-dataset")).to_be_hidden(timeout=10_000)
 
