@@ -112,3 +112,14 @@ def test_a_run_keeps_its_colour_across_refreshes_and_tabs(demo, backend):
         for text, dots in zip(figure.axes[0].texts, figure.axes[0].collections)
     }
     assert points == after
+
+
+def test_the_memory_panel_follows_the_run_model_or_the_chosen_size_with_1b_beside_it(demo):
+    size, table = component(demo, "memory-size"), component(demo, "memory-table")
+    assert size.value == ui.RUN_MODEL and "60m" in [value for _, value in size.choices]
+    out = call(demo, "on_form")
+    assert "**at tiny (the run's model)**" in out[table] and "**at 1b**" in out[table]
+    out = call(demo, "on_form", values={size: "60m"})
+    assert "**at 60m**" in out[table] and "**at 1b**" in out[table] and "tiny" not in out[table]
+    wired = [fn for fn in demo.fns.values() if getattr(fn.fn, "func", None) is ui.on_form]
+    assert any((size._id, "change") in [tuple(target) for target in fn.targets] for fn in wired)
