@@ -477,12 +477,20 @@ class CompareTab:
 def compare_tab(demo: gr.Blocks, backend: Backend, colors) -> CompareTab:
     """Perplexity against peak memory of the finished runs, and the newest `hf-pept compare` table."""
     with gr.Tab("Compare", id="compare"):
+        gr.Markdown(
+            "Finished runs, **one scatter per model size**: perplexities of different model sizes are not "
+            "comparable, so runs are only set side by side with runs of their own size."
+        )
         tab = CompareTab(
             refresh_button=gr.Button("Refresh comparison", size="sm"),
-            plot=gr.Plot(label="perplexity vs memory", format="png"),
-            table=gr.Dataframe(label="finished runs (summary.json)", interactive=False),
+            plot=gr.Plot(label="perplexity vs memory", format="png", elem_id="compare-plot"),
+            table=gr.Dataframe(
+                label="finished runs (summary.json), by model size", interactive=False, elem_id="compare-table"
+            ),
             csv_label=gr.Markdown(),
-            csv_table=gr.Dataframe(label="`hf-pept compare` table", interactive=False, visible=False),
+            csv_table=gr.Dataframe(
+                label="`hf-pept compare` table", interactive=False, visible=False, elem_id="compare-csv"
+            ),
             colors=colors,
         )
     outputs = [tab.plot, tab.table, tab.csv_label, tab.csv_table, tab.colors]
@@ -493,24 +501,33 @@ def compare_tab(demo: gr.Blocks, backend: Backend, colors) -> CompareTab:
 
 
 def on_compare(backend: Backend, tab: CompareTab, colors: dict) -> dict:
+    """The finished runs by model size (a scatter each, a table sorted by size), the `hf-pept compare` table;
+    numbers rounded to their unit."""
     import pandas as pd
 
-    rows = backend.comparison()
+    model_key = backend.schema.model_field
+    groups = charts.group_rows(backend.comparison(), model_key, backend.model_sizes)
     # the same assignment as the Runs tab's (every listed run), so a run has one colour in both
     colors = charts.run_colors([info.name for info in backend.list_runs()], colors)
     figure = (
-        charts.perplexity_memory_figure(rows, backend.perplexity_key, backend.memory_key, colors) if rows else None
+        charts.perplexity_memory_figure(groups, backend.perplexity_key, backend.memory_key, colors) if groups else None
     )
+    rows = [row for group in groups.values() for row in group]
+    first = ("run", model_key, backend.schema.method_field, backend.perplexity_key, backend.memory_key)
     csv_path, csv_rows = backend.compare_table()
     if csv_path is None:
         note = f"No `comparison.csv` under `{backend.runs_root}` yet: run `hf-pept compare` there."
         csv_update = gr.update(visible=False)
     else:
         note = f"From `{csv_path}`:"
-        csv_update = gr.update(value=pd.DataFrame(csv_rows[1:], columns=csv_rows[0]), visible=True)
+        header, body = (csv_rows[0], csv_rows[1:]) if csv_rows else ([], [])
+        cells = [
+            [charts.format_value(key, value) for key, value in zip(header, line + [""] * len(header))] for line in body
+        ]
+        csv_update = gr.update(value=pd.DataFrame(cells, columns=header), visible=True)
     return {
         tab.plot: figure,
-        tab.table: pd.DataFrame(rows).round(4) if rows else None,
+        tab.table: pd.DataFrame(charts.format_rows(rows, first)) if rows else None,
         tab.csv_label: note,
         tab.csv_table: csv_update,
         tab.colors: colors,

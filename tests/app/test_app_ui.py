@@ -123,3 +123,36 @@ def test_the_memory_panel_follows_the_run_model_or_the_chosen_size_with_1b_besid
     assert "**at 60m**" in out[table] and "**at 1b**" in out[table] and "tiny" not in out[table]
     wired = [fn for fn in demo.fns.values() if getattr(fn.fn, "func", None) is ui.on_form]
     assert any((size._id, "change") in [tuple(target) for target in fn.targets] for fn in wired)
+
+
+def test_compare_separates_model_sizes_and_rounds_its_numbers(demo, backend):
+    import json
+
+    for name, model, ppl in (
+        ("big", "60m", 30.123456),
+        ("small", "tiny", 90.987654),
+        ("compare/galore", "20m", 40.14272689819336),
+    ):
+        write_run(backend.runs_root, name)
+        summary = {
+            "model": model,
+            "method": "galore",
+            "eval_perplexity": ppl,
+            "peak_memory_mb": 30.25,
+            "tokens_per_second": 1234.56,
+        }
+        (backend.runs_root / name / "summary.json").write_text(json.dumps(summary))
+    (backend.runs_root / "compare" / "comparison.csv").write_text(
+        "method,eval_perplexity,peak_memory_mb\ngalore,40.14272689819336,812.345\n"
+    )
+    out = call(demo, "on_compare")
+    figure = out[component(demo, "compare-plot")]
+    assert [ax.get_title() for ax in figure.axes] == ["model tiny", "model 20m", "model 60m"]
+    table = out[component(demo, "compare-table")]
+    assert list(table.columns[:5]) == ["run", "model", "method", "eval_perplexity", "peak_memory_mb"]
+    assert table[["run", "eval_perplexity", "peak_memory_mb", "tokens_per_second"]].values.tolist() == [
+        ["small", "90.99", "30.2", "1,235"],
+        ["compare/galore", "40.14", "30.2", "1,235"],
+        ["big", "30.12", "30.2", "1,235"],
+    ]
+    assert out[component(demo, "compare-csv")]["value"].values.tolist() == [["galore", "40.14", "812.3"]]
