@@ -1,5 +1,6 @@
-"""The Gradio Blocks: Configure (form generated from the CLI's dataclasses, command, snippet, memory), Runs (list,
-stop, resume, live charts, GPU), Compare (perplexity vs memory of finished runs).
+"""The Gradio Blocks: Configure (form generated from the CLI's dataclasses, command, snippet, memory at the run's
+model and at 1b), Runs (list, stop, resume, live charts, GPU), Compare (perplexity vs memory of finished runs, per
+model size). A run keeps one colour in every chart.
 
 Every component showing run state is refreshed from the run folders by a timer, so a reloaded page or a
 restarted app shows the same runs. Each tab is built and wired by its own function; the handlers are plain
@@ -63,7 +64,7 @@ class ConfigureTab:
     memory_table: Any
     measure_button: Any
     measure_message: Any
-    drawn_bars: Any  # per page: the memory panels last drawn, so unchanged ones are not redrawn
+    drawn_panels: Any  # per page: the memory panels last drawn, so unchanged ones are not redrawn
 
     def values(self, raw) -> dict:
         return {spec.name: value for spec, value in zip(self.specs, raw)}
@@ -166,7 +167,7 @@ def configure_tab(demo: gr.Blocks, backend: Backend) -> ConfigureTab:
         memory_table=memory_table,
         measure_button=measure_button,
         measure_message=measure_message,
-        drawn_bars=gr.State(None),
+        drawn_panels=gr.State(None),
     )
     form_outputs = [
         *tab.errors,
@@ -176,12 +177,12 @@ def configure_tab(demo: gr.Blocks, backend: Backend) -> ConfigureTab:
         *[accordion for _, accordion in tab.accordions],
         tab.memory_plot,
         tab.memory_table,
-        tab.drawn_bars,
+        tab.drawn_panels,
         tab.launch_button,
         tab.measure_button,
         tab.launch_message,
     ]
-    form_inputs = [tab.drawn_bars, tab.launch_message, tab.memory_size, *tab.inputs]
+    form_inputs = [tab.drawn_panels, tab.launch_message, tab.memory_size, *tab.inputs]
     handler = partial(on_form, backend, tab)
     for component in [*tab.inputs, tab.memory_size]:
         component.change(handler, inputs=form_inputs, outputs=form_outputs, trigger_mode="always_last")
@@ -230,22 +231,22 @@ def on_form(backend: Backend, tab: ConfigureTab, last_panels, launch_message: st
             **out,
             tab.memory_plot: None,
             tab.memory_table: f"{ERROR_MARK} Cannot estimate memory for this config: {err}",
-            tab.drawn_bars: None,
+            tab.drawn_panels: None,
         }
     if not panels and backend.estimate is None:
         return {
             **out,
             tab.memory_plot: None,
             tab.memory_table: "Memory estimates need `hf_pept.memory` (not installed).",
-            tab.drawn_bars: None,
+            tab.drawn_panels: None,
         }
     if panels and panels == last_panels:
-        return {**out, tab.memory_plot: gr.update(), tab.memory_table: gr.update(), tab.drawn_bars: last_panels}
+        return {**out, tab.memory_plot: gr.update(), tab.memory_table: gr.update(), tab.drawn_panels: last_panels}
     return {
         **out,
         tab.memory_plot: memory_view.memory_figure(panels) if panels else None,
         tab.memory_table: memory_view.memory_table(panels) if panels else "",
-        tab.drawn_bars: panels,
+        tab.drawn_panels: panels,
     }
 
 
