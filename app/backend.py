@@ -41,6 +41,15 @@ def _looks_like_path(text: str) -> bool:
     return os.sep in text or text.startswith((".", "~")) or text.endswith(DATASET_SUFFIXES)
 
 
+def _checkpoint_cell(info: runs.RunInfo) -> str:
+    """``3``, or ``3 (+1 incomplete: checkpoint-40)`` when a save was cut short (never resumed from)."""
+    cell = str(len(info.checkpoints))
+    if info.incomplete_checkpoints:
+        names = ", ".join(info.incomplete_checkpoints)
+        cell += f" (+{len(info.incomplete_checkpoints)} incomplete: {names})"
+    return cell
+
+
 class Backend:
     def __init__(
         self,
@@ -198,7 +207,7 @@ class Backend:
                 info.name,
                 info.status,
                 info.last_step if info.last_step is not None else "",
-                len(info.checkpoints),
+                _checkpoint_cell(info),
                 info.pid or "",
                 " ".join(info.command),
             ]

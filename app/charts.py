@@ -31,6 +31,9 @@ EVENT_STYLES = {
     "relora_merge": {"color": "tab:red", "linestyle": "--"},
     "optimizer_reset": {"color": "tab:orange", "linestyle": ":"},
     "projector_update": {"color": "tab:green", "linestyle": ":"},
+    # hf_pept.divergence: an update skipped for a non-finite gradient, and the guard stopping the run
+    "nonfinite_update_skipped": {"color": "tab:purple", "linestyle": "-"},
+    "training_stopped": {"color": "black", "linestyle": "-"},
 }
 MARKED_PANELS = ("loss", "lr")
 # matplotlib's "tab10" cycle, written out so that a run's colour is chosen without matplotlib

@@ -183,3 +183,10 @@ def matplotlib_hex(rgba) -> str:
     from matplotlib.colors import to_hex
 
     return to_hex(rgba)
+
+
+def test_every_event_the_cli_records_has_a_marker_style():
+    from hf_pept.divergence import SKIP_EVENT, STOP_EVENT
+    from hf_pept.galore.optimizer import PROJECTOR_EVENT
+
+    assert {SKIP_EVENT, STOP_EVENT, PROJECTOR_EVENT, "relora_merge", "optimizer_reset"} <= set(charts.EVENT_STYLES)
