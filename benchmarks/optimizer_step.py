@@ -1,5 +1,9 @@
 """Optimizer step time and optimizer-state bytes: torch AdamW vs our GaLore variants vs galore-torch.
 
+``galore_adamw`` is the default (batched ordinary step on CUDA, per weight on CPU); ``galore_adamw_batched`` forces
+the batched step (:mod:`hf_pept.galore.batched`, ``batched=True``), ``galore_adamw_per_weight`` the per-weight path
+(``batched=False``); all timed side by side.
+
 Parameters and gradients of a LLaMA of the given shape are built directly (no forward/backward): the attention and
 MLP weights are projected (``optim_target_modules=[".*attn.*", ".*mlp.*"]``), embeddings, norms and the LM head train
 full-rank, as in a Trainer run. Two rows per optimizer: an *ordinary* step (projector kept) and a *refresh* step
@@ -79,7 +83,7 @@ def state_bytes(optimizer) -> int:
 
 def closed_form_bytes(variant: str, projected, full, rank: int, quantized: bool) -> int:
     """The formula of the module docstring, in the state dtype (the parameters' dtype)."""
-    if variant == "galore-torch":
+    if variant in ("galore-torch", "galore_adamw_batched", "galore_adamw_per_weight"):
         variant = "galore_adamw"
     size = projected[0].element_size()
     total = 0
@@ -109,6 +113,9 @@ def build(variant: str, projected, full, rank: int, gap: int):
         return torch.optim.AdamW(projected + full, lr=1e-4, weight_decay=0.0)
     if variant == "galore_adamw":
         return GaLoreAdamW([galore_group, {"params": full}], lr=1e-4)
+    if variant in ("galore_adamw_batched", "galore_adamw_per_weight"):
+        batched = variant == "galore_adamw_batched"
+        return GaLoreAdamW([galore_group, {"params": full}], lr=1e-4, batched=batched)
     if variant == "galore_adamw_8bit":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -189,12 +196,12 @@ def print_table(rows: list[dict], env: dict) -> None:
     print(" | ".join(f"{k}: {v}" for k, v in env.items()))
     header = ("shape", "rank", "optimizer", "step", "ms/step", "× AdamW", "state MiB", "= closed form")
     print(
-        f"{header[0]:>6} {header[1]:>4} {header[2]:>18} {header[3]:>8} {header[4]:>10} {header[5]:>8} "
+        f"{header[0]:>6} {header[1]:>4} {header[2]:>23} {header[3]:>8} {header[4]:>10} {header[5]:>8} "
         f"{header[6]:>10} {header[7]:>13}"
     )
     for r in rows:
         print(
-            f"{r['shape']:>6} {r['rank']:>4} {r['optimizer']:>18} {r['step']:>8} {r['ms_per_step']:>10.2f} "
+            f"{r['shape']:>6} {r['rank']:>4} {r['optimizer']:>23} {r['step']:>8} {r['ms_per_step']:>10.2f} "
             f"{r['ratio_vs_torch_adamw']:>8.2f} {r['state_MiB']:>10.2f} {str(r['state_matches_closed_form']):>13}"
         )
 
@@ -234,7 +241,8 @@ def main(argv=None) -> None:
         parser.error("--device cuda needs a CUDA device")
     args.dtype = args.dtype or ("float32" if args.device == "cpu" else "bfloat16")
     shapes = args.shapes or (["small"] if args.device == "cpu" else ["60m", "350m", "1b"])
-    variants = ["torch_adamw", "galore_adamw", "galore_adamw_8bit", "galore_adafactor"]
+    variants = ["torch_adamw", "galore_adamw", "galore_adamw_batched", "galore_adamw_per_weight"]
+    variants += ["galore_adamw_8bit", "galore_adafactor"]
     if load_galore_torch_adamw() is not None:
         variants.append("galore-torch")
     else:

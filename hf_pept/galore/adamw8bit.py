@@ -31,7 +31,10 @@ class GaLoreAdamW8bit(GaLoreAdamW):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *, layerwise=False):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, layerwise=layerwise)
+        # batched=False: the 8-bit moments are dequantized, updated and requantized per weight
+        super().__init__(
+            params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, layerwise=layerwise, batched=False
+        )
         self.quantized = bitsandbytes_available()
         self._codes: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         if not self.quantized:

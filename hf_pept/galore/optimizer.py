@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..kernels.galore_update import adam_lowrank_update, lowrank_weight_update_
+from . import batched
 from .config import GaLoreConfig
 from .fira import fira_residual
 from .layerwise import LayerwiseStepper
@@ -171,9 +172,28 @@ class GaLoreOptimizer(torch.optim.Optimizer):
         full_rank = [p for p in params if not self.is_projected(p, group)]
         if full_rank:
             self._full_rank_update(group, full_rank)
+        batches: dict[tuple, list[torch.Tensor]] = {}
         for p in params:
-            if self.is_projected(p, group):
+            if not self.is_projected(p, group):
+                continue
+            key = self._batch_key(group, p) if len(params) > 1 else None
+            if key is None:
                 self._projected_update(group, p)
+            else:
+                batches.setdefault(key, []).append(p)
+        for key, batch in batches.items():
+            if len(batch) == 1:
+                self._projected_update(group, batch[0])
+            else:
+                self._batched_projected_update(group, batch, side=key[1])
+
+    def _batch_key(self, group: dict[str, Any], p: torch.Tensor) -> tuple | None:
+        """Weights with the same key take one batched ordinary step (:mod:`hf_pept.galore.batched`); None = this
+        weight takes the per-weight path (the reference). Subclasses with a batched step override this."""
+        return None
+
+    def _batched_projected_update(self, group: dict[str, Any], params: list[torch.Tensor], side: str) -> None:
+        raise NotImplementedError
 
     def _projected_update(self, group: dict[str, Any], p: torch.Tensor) -> None:
         """GaLore Algorithm 1 for one weight: refresh P every T steps, R = PᵀG, base step on R, W update."""
@@ -256,10 +276,49 @@ class GaLoreAdamW(GaLoreOptimizer):
         weight_decay: float = 0.0,
         *,
         layerwise: bool = False,
+        batched: bool | None = None,
     ):
         _check_adam_args(lr, betas, eps, weight_decay)
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
+        # batched: same-shaped weights take one ordinary step together (hf_pept.galore.batched); False = the
+        # per-weight reference path for every weight; None = batched for CUDA weights only (on a GPU the step is
+        # bound by launches; on CPU the per-weight path measured faster, its GEMMs need no stacked copies).
+        if batched not in (None, True, False):
+            raise ValueError(f"batched must be True, False or None (CUDA only), got {batched!r}")
+        self.batched = batched
         super().__init__(params, defaults, layerwise=layerwise)
+
+    def _batch_key(self, group, p):
+        if self.batched is False or group.get("fira") or (self.batched is None and p.device.type != "cuda"):
+            return None
+        side = projection_side(tuple(p.shape), group["proj_type"])
+        state = self.state[p]
+        if side == FULL or "exp_avg" not in state or state["step"] % group["update_proj_gap"] == 0:
+            return None  # two-sided, first step, or a projector refresh (an SVD per weight) is due
+        projector = state["projector"]
+        return (tuple(p.shape), side, p.dtype, p.grad.dtype, projector.dtype, state["exp_avg"].dtype, state["step"])
+
+    def _batched_projected_update(self, group, params, side):
+        beta1, beta2 = group["betas"]
+        for chunk in batched.chunks(params):
+            states = [self.state[p] for p in chunk]
+            for state in states:
+                state["step"] += 1
+            batched.adamw_lowrank_step_(
+                chunk,
+                [p.grad for p in chunk],
+                [state["projector"] for state in states],
+                [state["exp_avg"] for state in states],
+                [state["exp_avg_sq"] for state in states],
+                side=side,
+                step=states[0]["step"],
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                scale=group["scale"],
+            )
 
     def _moments(self, state: dict[str, Any], like: torch.Tensor, dtype: torch.dtype):
         if "exp_avg" not in state:

@@ -141,8 +141,9 @@ class Linear(nn.Module, ReLoRALayer):
                 continue
             lora_A, lora_B = self.relora_A[name], self.relora_B[name]
             x_adapter = self._cast_input_dtype(x, lora_A.weight.dtype)
-            update = lora_B(lora_A(self.relora_dropout[name](x_adapter))) * self.scaling[name]
-            result = result + update.to(result.dtype)
+            update = lora_B(lora_A(self.relora_dropout[name](x_adapter)))
+            # one op for the scale and the sum (s·BAx added to the base output), no separate s·(BAx) tensor
+            result = torch.add(result, update.to(result.dtype), alpha=self.scaling[name])
         return result
 
     def __repr__(self) -> str:
