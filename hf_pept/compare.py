@@ -1,30 +1,34 @@
-"""``hf-pept compare``: full-rank, LoRA, ReLoRA (with warm start) and GaLore pre-trained with the same budget and seed.
+"""``hf-pept compare``: every method of the method table pre-trained with the same budget, data and seeds, each at
+its own tuned learning rate.
 
-Each method is one ``hf-pept train`` run in its own process (so each peak-memory figure is its own) and its own
-run folder under ``--output_dir``; the table is read back from the folders' ``summary.json`` and ``metrics.jsonl``
-only, like the app does. Writes ``comparison.csv`` and ``comparison.png`` (eval-perplexity curves with ReLoRA merge
-and GaLore projector-refresh markers, memory bars; the plot needs matplotlib).
+Each run is one ``hf-pept train`` in its own process (so each peak-memory figure is its own) and its own folder under
+``--output_dir`` (``<method>`` for the first seed, ``<method>-seed<k>`` for the others); the table is read back from
+the folders' ``summary.json`` and ``metrics.jsonl`` only, like the app does. Writes ``comparison.txt``,
+``comparison.csv`` and ``comparison.png``.
 
-The default budget (``--budget 1``) pre-trains the ``20m`` LLaMA for :data:`BASE_STEPS` steps of 1,024 tokens per
-method and finishes within 10 minutes on 2 CPU cores; ``--budget k`` multiplies the steps, the restart and refresh
-intervals and the warm start by k, so the methods keep their relative schedule.
+The protocol: the papers tune the learning rate per method, so does this. ``hf-pept compare --sweep`` runs every
+method over :data:`SWEEP_GRID` at one seed and writes ``lr_sweep.csv`` and ``lr_defaults.json`` (best rate per
+method, the budget and the command); ``hf-pept compare`` reads :data:`DEFAULTS_FILE` when a sweep made for its
+budget is committed there, so ``make demo`` need not sweep. A method without a committed rate runs at its
+method-table default (the papers' rate), and the notes under the table say so. ``--budget k`` multiplies the steps and the
+methods' periodic intervals by k (the committed rates were swept at k = 1).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from . import methods as method_table
+from .compare_plot import plot
+from .compare_table import add_gaps, format_table, method_order, method_row, notes, write_csv
 from .metrics import METRICS_FILE
 from .runner import SUMMARY_FILE
 
@@ -32,35 +36,32 @@ DEFAULT_METHODS = method_table.compare_methods()
 BASE_STEPS = 200
 CSV_FILE = "comparison.csv"
 PLOT_FILE = "comparison.png"
-COLUMNS = (
-    ("method", "method", "{}"),
-    ("trained_params", "trained params (M)", "{:.2f}"),
-    ("optimizer_state_mb", "optimizer state (MB)", "{:.1f}"),
-    ("peak_memory_mb", "peak memory (MB)", "{:.0f}"),
-    ("tokens_per_second", "tokens/s", "{:.0f}"),
-    ("eval_perplexity", "eval perplexity", "{:.2f}"),
-    ("gap_to_full_pct", "gap to full-rank (%)", "{:+.1f}"),
-    ("wall_time_s", "wall time (s)", "{:.0f}"),
-)
+SWEEP_FILE = "lr_sweep.csv"
+SWEEP_DEFAULTS = "lr_defaults.json"
+SWEEP_GRID = (1e-3, 3e-3, 1e-2, 3e-2)
+DEFAULTS_FILE = Path(__file__).with_name("compare_defaults.json")
 
 
 @dataclass
 class Budget:
-    """The shared training budget, scaled by ``--budget``; every method gets the same data, steps and seed."""
+    """The shared training budget, scaled by ``--budget``; every method gets the same data, steps and seeds."""
 
     scale: float = 1.0
     model: str = "20m"
     vocab_size: int = 4096
     seq_len: int = 128
     batch_size: int = 8
-    rank: int | None = None  # None = each method's default: a quarter of the model's width (64 at 20m)
+    rank: int | None = None  # None = each method's default: a quarter of the model's width
     seed: int = 42
+    seeds: int = 1
     max_eval_tokens: int = 16384
     max_train_tokens: int | None = None
 
     def __post_init__(self):
         if not self.scale > 0:
             raise ValueError(f"--budget must be > 0, got {self.scale}")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"--seeds must be an integer >= 1, got {self.seeds!r}")
 
     def steps(self, base: int) -> int:
         return max(1, int(round(base * self.scale)))
@@ -69,19 +70,25 @@ class Budget:
     def max_steps(self) -> int:
         return self.steps(BASE_STEPS)
 
-    def common_argv(self) -> list[str]:
+    @property
+    def seed_list(self) -> list[int]:
+        return [self.seed + k for k in range(self.seeds)]
+
+    def key(self) -> dict[str, Any]:
+        """What a committed sweep must match to apply (everything but the seeds' count and the eval size)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("seeds", "max_eval_tokens")}
+
+    def common_argv(self, seed: int) -> list[str]:
         max_steps = self.max_steps
         return [
             "--model", self.model, "--vocab_size", str(self.vocab_size), "--seq_len", str(self.seq_len),
-            "--batch_size", str(self.batch_size), "--max_steps", str(max_steps), "--seed", str(self.seed),
+            "--batch_size", str(self.batch_size), "--max_steps", str(max_steps), "--seed", str(seed),
             "--eval_steps", str(max(1, max_steps // 5)),
             "--logging_steps", str(max(1, max_steps // 40)), "--save_steps", "0", "--save_total_limit", "1",
             "--max_eval_tokens", str(self.max_eval_tokens), "--lora_dropout", "0.0",
             *([] if self.rank is None else ["--rank", str(self.rank)]),
+            *([] if self.max_train_tokens is None else ["--max_train_tokens", str(self.max_train_tokens)]),
         ]  # fmt: skip
-
-    def data_argv(self) -> list[str]:
-        return [] if self.max_train_tokens is None else ["--max_train_tokens", str(self.max_train_tokens)]
 
     def method_argv(self, method: str) -> list[str]:
         """The method's periodic knobs (the method table's ``compare_knobs``) scaled to the budget: ReLoRA
@@ -89,9 +96,11 @@ class Budget:
         knobs = method_table.get(method).compare_knobs
         return knobs(max(2, self.max_steps // 4)) if knobs else []
 
-    def argv(self, method: str, output_dir: Path, device: str) -> list[str]:
+    def argv(self, method: str, output_dir: Path, device: str, seed: int | None = None, lr: float | None = None):
+        seed = self.seed if seed is None else seed
+        lr_argv = [] if lr is None else ["--learning_rate", f"{lr:g}"]
         return [
-            "train", "--method", method, *self.common_argv(), *self.data_argv(), *self.method_argv(method),
+            "train", "--method", method, *self.common_argv(seed), *self.method_argv(method), *lr_argv,
             "--device", device, "--output_dir", str(output_dir),
         ]  # fmt: skip
 
@@ -113,99 +122,105 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             records.append(json.loads(line))
         except ValueError:
             continue
+    summary["run_dir"] = str(run_dir)
     return summary, records
 
 
-def table_rows(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per method; ``gap_to_full_pct`` = 100·(ppl − ppl_full)/ppl_full when full-rank ran."""
-    full = summaries.get("full", {}).get("eval_perplexity")
-    rows = []
-    for method, summary in summaries.items():
-        row = {key: summary.get(key) for key, _, _ in COLUMNS}
-        row["method"] = method
-        row["trained_params"] = summary["trained_params"] / 1e6
-        ppl = summary.get("eval_perplexity")
-        row["gap_to_full_pct"] = 100.0 * (ppl - full) / full if full and ppl is not None else None
-        row["run_dir"] = summary.get("run_dir")
-        rows.append(row)
-    return rows
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    header = [title for _, title, _ in COLUMNS]
-    body = []
-    for row in rows:
-        cells = []
-        for key, _, fmt in COLUMNS:
-            value = row.get(key)
-            cells.append(
-                "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
-            )
-        body.append(cells)
-    widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
-    lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths))]
-    lines.append("-+-".join("-" * w for w in widths))
-    lines += [
-        " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))) for cells in body
-    ]
-    return "\n".join(lines)
-
-
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    keys = [key for key, _, _ in COLUMNS] + ["run_dir"]
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: row.get(key) for key in keys})
-
-
-def plot(runs: dict[str, tuple[dict, list[dict]]], rows: list[dict[str, Any]], path: Path, title: str) -> bool:
-    """Eval perplexity per step (merge / refresh markers) and memory bars; False when matplotlib is missing."""
+def committed_learning_rates(budget: Budget, path: Path | None = None) -> dict[str, float]:
+    """The best rate per method of the committed sweep (:data:`DEFAULTS_FILE`), when it was made for this budget;
+    else {}."""
     try:
-        import matplotlib
-    except ImportError:
-        return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        saved = json.loads((path or DEFAULTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return dict(saved.get("learning_rates", {})) if saved.get("budget") == budget.key() else {}
 
-    fig, (curves, bars, state_bars) = plt.subplots(
-        1, 3, figsize=(15, 4.5), constrained_layout=True, gridspec_kw={"width_ratios": [2, 1, 1]}
+
+def learning_rate_plan(methods: list[str], budget: Budget, overrides: dict[str, float]) -> dict[str, tuple]:
+    """``{method: (lr, source)}``: an explicit ``--learning_rates`` value, the committed sweep, or the default."""
+    swept = committed_learning_rates(budget)
+    plan = {}
+    for method in methods:
+        if method in overrides:
+            plan[method] = (overrides[method], "given")
+        elif method in swept:
+            plan[method] = (swept[method], "sweep")
+        else:
+            plan[method] = (method_table.get(method).default_learning_rate(budget.model), "method default")
+    return plan
+
+
+def _parse_rates(text: str | None) -> dict[str, float]:
+    rates: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        method, sep, value = item.partition("=")
+        if not sep or method not in method_table.METHODS:
+            raise ValueError(f"--learning_rates {text!r}: expected method=rate pairs of {list(method_table.METHODS)}")
+        try:
+            rates[method] = float(value)
+        except ValueError:
+            raise ValueError(f"--learning_rates {text!r}: {value!r} is not a number") from None
+    return rates
+
+
+def _run(budget: Budget, method: str, run_dir: Path, device: str, seed: int, lr: float) -> tuple | None:
+    returncode = run_train(budget.argv(method, run_dir, device, seed=seed, lr=lr))
+    if returncode != 0:
+        print(f"  {method} (seed {seed}, lr {lr:g}) failed (exit {returncode}); see {run_dir / 'stdout.log'}")
+        return None
+    return read_run(run_dir)
+
+
+def sweep(budget: Budget, methods: list[str], out: Path, device: str, grid=SWEEP_GRID) -> dict[str, float]:
+    """Every method at every rate of ``grid`` (first seed); writes ``lr_sweep.csv`` and ``lr_defaults.json``."""
+    import csv
+
+    results: dict[str, dict[float, float]] = {}
+    for index, method in enumerate(methods, start=1):
+        for lr in grid:
+            print(f"[sweep {index}/{len(methods)}] {method} lr {lr:g}", flush=True)
+            run = _run(budget, method, out / "sweep" / f"{method}-lr{lr:g}", device, budget.seed, lr)
+            if run is not None and run[0].get("eval_perplexity") is not None:
+                results.setdefault(method, {})[lr] = run[0]["eval_perplexity"]
+    with open(out / SWEEP_FILE, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "lr", "eval_perplexity", "best"])
+        best = {}
+        for method, by_lr in results.items():
+            best[method] = min(by_lr, key=lambda lr: by_lr[lr])
+            for lr, ppl in by_lr.items():
+                writer.writerow([method, lr, ppl, lr == best[method]])
+    command = "hf-pept compare --sweep " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["compare"] else [])
+    payload = {"budget": budget.key(), "grid": list(grid), "learning_rates": best, "command": command.strip()}
+    payload["date"] = time.strftime("%Y-%m-%d")
+    (out / SWEEP_DEFAULTS).write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    for method in methods:
+        by_lr = results.get(method, {})
+        cells = "  ".join(f"{lr:g}: {ppl:.2f}" for lr, ppl in by_lr.items())
+        print(f"{method:<18} {cells}  -> best {best.get(method, 'n/a')}")
+    print(f"wrote {out / SWEEP_FILE} and {out / SWEEP_DEFAULTS} (copy it to {DEFAULTS_FILE} to make it the default)")
+    return best
+
+
+def model_line(budget: Budget, summaries: list[dict[str, Any]]) -> str:
+    total = next((s.get("total_params") for s in summaries if s.get("total_params")), None)
+    size = f"{total / 1e6:.2f}M-parameter" if total else ""
+    from .models import MODEL_SIZES
+
+    shape = MODEL_SIZES.get(budget.model)
+    body = ""
+    if shape and total:
+        embeddings = 2 * budget.vocab_size * shape.hidden_size  # untied input and output embeddings
+        body = f", {100 * embeddings / total:.0f} % of them in the embeddings and head"
+    tokens = budget.batch_size * budget.seq_len
+    return (
+        f"model: {budget.model!r}, a {size} LLaMA{body}; {budget.max_steps} steps × {tokens:,} tokens, "
+        f"vocabulary {budget.vocab_size}, seeds {budget.seed_list}"
     )
-    marker_styles = {"relora_merge": ("v", "ReLoRA merge"), "projector_update": ("|", "GaLore projector refresh")}
-    for method, (_, records) in runs.items():
-        points = [(r["step"], r["eval_perplexity"]) for r in records if "eval_perplexity" in r]
-        if not points:
-            continue
-        steps, ppl = zip(*points)
-        (line,) = curves.plot(steps, ppl, marker="o", markersize=3, label=method)
-        for event, (marker, label) in marker_styles.items():
-            event_steps = sorted({r["step"] for r in records if r.get("event") == event})
-            if event_steps:
-                y = [min(ppl)] * len(event_steps)
-                curves.scatter(event_steps, y, marker=marker, color=line.get_color(), s=60, label=f"{method}: {label}")
-    curves.set_xlabel("optimizer step")
-    curves.set_ylabel("held-out perplexity")
-    curves.set_yscale("log")
-    curves.set_title("eval perplexity (markers: merges / projector refreshes)", fontsize=10)
-    curves.legend(fontsize=7)
-    names = [row["method"] for row in rows]
-    for axis, key, label in (
-        (bars, "peak_memory_mb", "peak memory (MB)"),
-        (state_bars, "optimizer_state_mb", "optimizer state (MB)"),
-    ):
-        values = [row.get(key) or 0 for row in rows]
-        drawn = axis.bar(names, values, color=[f"C{i}" for i in range(len(names))])
-        axis.bar_label(drawn, fmt="%.1f", fontsize=8)
-        axis.set_title(label, fontsize=10)
-    fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="hf-pept compare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="hf-pept compare", description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--budget", type=float, default=1.0, help="Multiplier of the default budget (steps).")
     parser.add_argument("--model", default=Budget.model, help="Model size or local path (default: %(default)s).")
     parser.add_argument(
@@ -214,7 +229,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seq_len", type=int, default=Budget.seq_len, help="Tokens per sequence.")
     parser.add_argument("--batch_size", type=int, default=Budget.batch_size, help="Sequences per step.")
     parser.add_argument("--vocab_size", type=int, default=Budget.vocab_size, help="BPE vocabulary size.")
-    parser.add_argument("--seed", type=int, default=Budget.seed, help="Seed shared by every method.")
+    parser.add_argument("--seed", type=int, default=Budget.seed, help="First seed; --seeds N runs seed .. seed+N-1.")
+    parser.add_argument("--seeds", type=int, default=Budget.seeds, help="Seeds per method (mean and sd reported).")
     parser.add_argument(
         "--max_eval_tokens", type=int, default=Budget.max_eval_tokens, help="Held-out tokens per evaluation."
     )
@@ -222,6 +238,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--methods",
         default=",".join(DEFAULT_METHODS),
         help=f"Comma-separated methods, full-rank first (choices: {', '.join(method_table.METHODS)}).",
+    )
+    parser.add_argument(
+        "--learning_rates", default=None, help="method=rate pairs overriding the committed sweep, e.g. full=3e-3."
+    )
+    parser.add_argument(
+        "--sweep", action="store_true", help=f"Sweep each method over {list(SWEEP_GRID)} instead (one seed)."
     )
     parser.add_argument(
         "--max_train_tokens", type=int, default=None, help="Train on the first N tokens only (default: all)."
@@ -239,24 +261,14 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(
             f"--methods {args.methods!r} has unknown method(s) {unknown}; choose from {list(method_table.METHODS)}"
         )
+    methods = method_order(methods)
+    overrides = _parse_rates(args.learning_rates)
     budget = Budget(
-        args.budget,
-        args.model,
-        args.vocab_size,
-        args.seq_len,
-        args.batch_size,
-        args.rank,
-        args.seed,
-        args.max_eval_tokens,
-    )
+        args.budget, args.model, args.vocab_size, args.seq_len, args.batch_size, args.rank, args.seed, args.seeds,
+        args.max_eval_tokens, args.max_train_tokens,
+    )  # fmt: skip
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    print(
-        f"hf-pept compare: {', '.join(methods)} on the {budget.model} model, {budget.max_steps} steps of "
-        f"{budget.batch_size * budget.seq_len:,} tokens each, rank {budget.rank or 'hidden/4'}, seed {budget.seed}; "
-        f"runs in {out}",
-        flush=True,
-    )
     started = time.perf_counter()
     # Tokenizer and token cache first, so no run pays for them or carries their memory in its peak.
     from . import data
@@ -267,30 +279,38 @@ def main(argv: list[str] | None = None) -> int:
         max_train_tokens=budget.max_train_tokens,
         max_eval_tokens=budget.max_eval_tokens,
     )
-    runs: dict[str, tuple[dict, list[dict]]] = {}
+    if args.sweep:
+        sweep(budget, methods, out, args.device)
+        return 0
+    plan = learning_rate_plan(methods, budget, overrides)
+    print(
+        f"hf-pept compare: {', '.join(methods)} on the {budget.model} model, {budget.max_steps} steps of "
+        f"{budget.batch_size * budget.seq_len:,} tokens, seeds {budget.seed_list}; runs in {out}",
+        flush=True,
+    )
+    runs: dict[str, list[tuple[dict, list[dict]]]] = {}
     for index, method in enumerate(methods, start=1):
-        run_dir = out / method
-        print(f"[{index}/{len(methods)}] {method}", flush=True)
-        returncode = run_train(budget.argv(method, run_dir, args.device))
-        if returncode != 0:
-            print(f"  {method} failed (exit {returncode}); see {run_dir / 'stdout.log'}", file=sys.stderr)
-            continue
-        summary, records = read_run(run_dir)
-        summary["run_dir"] = str(run_dir)
-        runs[method] = (summary, records)
+        lr, source = plan[method]
+        for k, seed in enumerate(budget.seed_list):
+            print(f"[{index}/{len(methods)}] {method} (lr {lr:g}, {source}; seed {seed})", flush=True)
+            run = _run(budget, method, out / (method if k == 0 else f"{method}-seed{seed}"), args.device, seed, lr)
+            if run is not None:
+                runs.setdefault(method, []).append(run)
     if not runs:
         print("hf-pept compare: every run failed", file=sys.stderr)
         return 1
-    rows = table_rows({method: summary for method, (summary, _) in runs.items()})
-    hardware = next(iter(runs.values()))[0].get("hardware", "")
+    rows = add_gaps([method_row(m, [s for s, _ in r], *plan[m]) for m, r in runs.items()])
+    summaries = [s for r in runs.values() for s, _ in r]
+    hardware = summaries[0].get("hardware", "")
     table = format_table(rows)
-    print(f"\n{table}\n\n{hardware}; total {time.perf_counter() - started:.0f} s")
-    (out / "comparison.txt").write_text(f"{table}\n\n{hardware}\n", encoding="utf-8")
+    text = "\n".join([table, "", *notes(rows, summaries[0].get("peak_memory_kind"), model_line(budget, summaries))])
+    text += f"\n\n{hardware}; total {time.perf_counter() - started:.0f} s"
+    print(f"\n{text}")
+    (out / "comparison.txt").write_text(text + "\n", encoding="utf-8")
     write_csv(rows, out / CSV_FILE)
-    rank = budget.rank or next((s.get("rank") for s, _ in runs.values() if s.get("rank")), "hidden/4")
-    title = f"{budget.model}, {budget.max_steps} steps × {budget.batch_size * budget.seq_len} tokens, rank {rank} | {hardware}"
-    if plot(runs, rows, out / PLOT_FILE, title):
+    title = f"{model_line(budget, summaries)} | {hardware}"
+    if plot({m: r[0] for m, r in runs.items()}, rows, out / PLOT_FILE, title):
         print(f"wrote {out / CSV_FILE} and {out / PLOT_FILE}")
     else:
         print(f"wrote {out / CSV_FILE}; no plot: matplotlib is not installed (pip install 'hf-pept[plot]')")
-    return 0 if len(runs) == len(methods) else 1
+    return 0 if all(len(runs.get(m, [])) == budget.seeds for m in methods) else 1

@@ -348,6 +348,8 @@ def _train_in(prepared: PreparedRun, run_dir: Path, resume) -> dict[str, Any]:
         "method": run.method,
         "model": run.model,
         "rank": prepared.rank,
+        "seed": run.seed,
+        "learning_rate": run.peak_learning_rate,
         "dataset": corpus.name,
         "status": status,
         "total_params": total_params,

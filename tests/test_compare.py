@@ -8,28 +8,33 @@ import sys
 
 import pytest
 
-from hf_pept import compare, run_args
+from hf_pept import compare, compare_table, run_args
 
 
 def test_every_method_command_parses_with_the_budget_scaled():
     budget = compare.Budget(scale=2.0)
     assert budget.max_steps == 2 * compare.BASE_STEPS
     for method in compare.DEFAULT_METHODS:
-        argv = budget.argv(method, "out", "cpu")
+        argv = budget.argv(method, "out", "cpu", seed=7, lr=3e-3)
         assert argv[0] == "train"
         prepared = run_args.prepare(*run_args.parse_train_args(argv[1:]))
         # every low-rank method at the papers' ratio: a quarter of the 20m model's hidden size 256
         expected_rank = None if method == "full" else 64
-        assert (prepared.run.method, prepared.run.max_steps, prepared.rank, prepared.run.seed) == (
+        run = prepared.run
+        assert (run.method, run.max_steps, prepared.rank, run.seed, run.learning_rate) == (
             method,
-            400,
+            2 * compare.BASE_STEPS,
             expected_rank,
-            42,
+            7,
+            3e-3,
         )
+    quarter = 2 * compare.BASE_STEPS // 4
     relora = run_args.groups_of(*run_args.parse_train_args(budget.argv("relora", "out", "cpu")[1:]))
-    assert relora[run_args.ReLoRAArguments].warm_start_steps == relora[run_args.ReLoRAArguments].relora_steps == 100
+    assert (
+        relora[run_args.ReLoRAArguments].warm_start_steps == relora[run_args.ReLoRAArguments].relora_steps == quarter
+    )
     galore = run_args.groups_of(*run_args.parse_train_args(budget.argv("galore", "out", "cpu")[1:]))
-    assert galore[run_args.GaLoreArguments].update_proj_gap == 100  # a quarter of the run
+    assert galore[run_args.GaLoreArguments].update_proj_gap == quarter
 
 
 def test_compare_runs_the_methods_the_table_marks():
@@ -39,19 +44,43 @@ def test_compare_runs_the_methods_the_table_marks():
     assert compare.DEFAULT_METHODS[0] == "full" and {"lora", "relora", "galore"} <= set(compare.DEFAULT_METHODS)
 
 
-def test_gap_to_full_rank_is_the_relative_perplexity_difference():
-    summaries = {
-        "full": {"trained_params": 2_000_000, "eval_perplexity": 40.0},
-        "galore": {"trained_params": 2_000_000, "eval_perplexity": 41.0},
-        "lora": {"trained_params": 500_000, "eval_perplexity": 50.0},
-    }
-    rows = {row["method"]: row for row in compare.table_rows(summaries)}
-    assert rows["full"]["gap_to_full_pct"] == 0.0
-    assert rows["galore"]["gap_to_full_pct"] == pytest.approx(2.5)
-    assert rows["lora"]["gap_to_full_pct"] == pytest.approx(25.0)
-    assert rows["lora"]["trained_params"] == pytest.approx(0.5)
-    table = compare.format_table(list(rows.values()))
-    assert "+25.0" in table and "eval perplexity" in table
+def _summary(ppl, seed, trained=2_000_000, rank=None):
+    return {"eval_perplexity": ppl, "seed": seed, "trained_params": trained, "rank": rank, "optimizer_state_mb": 1.0}
+
+
+def test_rows_average_the_seeds_and_gap_to_full_rank_is_the_relative_perplexity_difference():
+    rows = compare_table.add_gaps(
+        [
+            compare_table.method_row("full", [_summary(40.0, 1), _summary(42.0, 2)], 3e-3, "sweep"),
+            compare_table.method_row(
+                "galore", [_summary(41.0, 1, rank=32), _summary(43.0, 2, rank=32)], 1e-2, "sweep"
+            ),
+            compare_table.method_row("lora", [_summary(50.0, 1, trained=500_000, rank=32)], 1e-2, "method default"),
+        ]
+    )
+    by_method = {row["method"]: row for row in rows}
+    assert by_method["full"]["eval_perplexity"] == 41.0 and by_method["full"]["gap_to_full_pct"] == "—"
+    assert by_method["full"]["eval_perplexity_sd"] == pytest.approx(2**0.5)  # sample sd of 40 and 42
+    assert by_method["galore"]["gap_to_full_pct"] == pytest.approx(100 * (42.0 - 41.0) / 41.0)
+    assert by_method["lora"]["eval_perplexity_sd"] is None and by_method["lora"]["trained_params"] == 0.5
+    table = compare_table.format_table(rows)
+    assert "—" in table and "+22.0" in table and "1e-02" in table
+    lines = compare_table.notes(rows, "cpu_rss", "model: x")
+    assert any("not swept, the method's default: lora" in line for line in lines)
+    assert any("peak RSS on CPU" in line for line in lines)
+
+
+def test_the_committed_sweep_applies_only_to_its_own_budget(tmp_path, monkeypatch):
+    budget = compare.Budget()
+    saved = tmp_path / "defaults.json"
+    saved.write_text(json.dumps({"budget": budget.key(), "learning_rates": {"full": 3e-3, "galore": 3e-2}}))
+    monkeypatch.setattr(compare, "DEFAULTS_FILE", saved)
+    plan = compare.learning_rate_plan(["full", "galore", "lora"], budget, {"lora": 2e-3})
+    assert plan == {"full": (3e-3, "sweep"), "galore": (3e-2, "sweep"), "lora": (2e-3, "given")}
+    other = compare.Budget(scale=2.0)
+    assert compare.learning_rate_plan(["full"], other, {})["full"] == (1e-3, "method default")
+    with pytest.raises(ValueError, match="method=rate"):
+        compare._parse_rates("dora=1e-3")
 
 
 def test_bad_methods_are_refused():
@@ -59,34 +88,60 @@ def test_bad_methods_are_refused():
         compare.main(["--methods", "full,dora"])
     with pytest.raises(ValueError, match="budget"):
         compare.Budget(scale=0)
+    with pytest.raises(ValueError, match="seeds"):
+        compare.Budget(seeds=0)
 
 
-def test_a_whole_tiny_comparison(tmp_path, monkeypatch):
-    """The four methods run in-process (the CLI's main instead of a subprocess) on a 6-step budget."""
+TINY = ["--budget", "0.03", "--model", "tiny", "--vocab_size", "300", "--seq_len", "32", "--rank", "8"]
+TINY += ["--max_train_tokens", "4096", "--max_eval_tokens", "256", "--device", "cpu"]
+
+
+def test_a_whole_tiny_comparison_over_two_seeds(tmp_path, monkeypatch):
+    """Every compared method runs in-process (the CLI's main instead of a subprocess) on a 6-step budget."""
     from hf_pept.cli import main
 
     monkeypatch.setenv("HF_PEPT_CACHE", str(tmp_path / "cache"))
-
     monkeypatch.setattr(compare, "run_train", main)
     out = tmp_path / "compare"
-    argv = ["--budget", "0.03", "--model", "tiny", "--vocab_size", "300", "--seq_len", "32", "--rank", "8"]
-    argv += ["--max_train_tokens", "4096"]
-    assert compare.main([*argv, "--max_eval_tokens", "256", "--device", "cpu", "--output_dir", str(out)]) == 0
+    assert compare.main([*TINY, "--seeds", "2", "--output_dir", str(out)]) == 0
     with open(out / compare.CSV_FILE, newline="") as handle:
         rows = {row["method"]: row for row in csv.DictReader(handle)}
     assert list(rows) == list(compare.DEFAULT_METHODS)
     for method, row in rows.items():
-        summary = json.loads((out / method / "summary.json").read_text())
-        assert float(row["eval_perplexity"]) == pytest.approx(summary["eval_perplexity"])
-        assert summary["steps"] == 6
+        first = json.loads((out / method / "summary.json").read_text())
+        second = json.loads((out / f"{method}-seed43" / "summary.json").read_text())
+        assert (first["seed"], second["seed"], first["steps"], row["seeds"]) == (42, 43, 6, "42,43")
+        mean = (first["eval_perplexity"] + second["eval_perplexity"]) / 2
+        assert float(row["eval_perplexity"]) == pytest.approx(mean)
+        assert float(row["lr"]) == first["learning_rate"]
     full = float(rows["full"]["eval_perplexity"])
+    assert rows["full"]["gap_to_full_pct"] == "—"
     assert float(rows["galore"]["gap_to_full_pct"]) == pytest.approx(
         100 * (float(rows["galore"]["eval_perplexity"]) - full) / full
     )
     merges = [json.loads(line) for line in (out / "relora" / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("event") == "relora_merge" for r in merges)
     assert (out / compare.PLOT_FILE).stat().st_size > 0
-    assert math.isfinite(full)
+    assert "seeds [42, 43]" in (out / "comparison.txt").read_text() and math.isfinite(full)
+
+
+def test_a_sweep_writes_every_rate_and_the_best_per_method(tmp_path, monkeypatch):
+    from hf_pept.cli import main
+
+    monkeypatch.setenv("HF_PEPT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(compare, "run_train", main)
+    monkeypatch.setattr(compare, "SWEEP_GRID", (1e-3, 3e-2))
+    out = tmp_path / "sweep"
+    budget = compare.Budget(0.03, "tiny", 300, 32, 8, 8, max_eval_tokens=256, max_train_tokens=4096)
+    best = compare.sweep(budget, ["full", "galore"], out, "cpu", grid=(1e-3, 3e-2))
+    with open(out / compare.SWEEP_FILE, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4
+    for method in ("full", "galore"):
+        by_lr = {float(r["lr"]): float(r["eval_perplexity"]) for r in rows if r["method"] == method}
+        assert best[method] == min(by_lr, key=by_lr.get)
+    saved = json.loads((out / compare.SWEEP_DEFAULTS).read_text())
+    assert saved["learning_rates"] == best and saved["budget"] == budget.key()
 
 
 def test_missing_matplotlib_skips_the_plot(tmp_path, monkeypatch):

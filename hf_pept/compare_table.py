@@ -1,0 +1,154 @@
+"""The table of ``hf-pept compare``: one row per method over its seeds, the notes that keep it from misleading.
+
+A row is read back from the runs' ``summary.json`` files only. Perplexity is the mean over seeds with the sample
+standard deviation beside it; the gap to full-rank is 100·(ppl − ppl_full)/ppl_full ("—" for full-rank itself);
+the 1B column is :func:`hf_pept.memory.estimate` for the paper's 1B LLaMA (32k vocabulary, batch 8 × 256,
+fp32 weights), so a laptop-sized run still shows what each method saves at scale.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from . import methods as method_table
+
+# (key, title, format); "—" where a value does not apply, "n/a" where it is missing
+COLUMNS = (
+    ("method", "method", "{}"),
+    ("lr", "lr", "{:.0e}"),
+    ("rank", "rank", "{}"),
+    ("seeds", "seeds", "{}"),
+    ("eval_perplexity", "eval ppl", "{:.2f}"),
+    ("eval_perplexity_sd", "± sd", "{:.2f}"),
+    ("gap_to_full_pct", "gap to full (%)", "{:+.1f}"),
+    ("trained_params", "trained (M)", "{:.2f}"),
+    ("optimizer_state_mb", "opt. state (MB)", "{:.2f}"),
+    ("peak_memory_mb", "peak mem (MB)", "{:.0f}"),
+    ("estimate_1b_gb", "1B est. (GB)", "{:.1f}"),
+    ("tokens_per_second", "tokens/s", "{:.0f}"),
+)
+CSV_KEYS = (*[key for key, _, _ in COLUMNS], "eval_perplexity_per_seed", "learning_rate_source", "run_dirs")
+
+
+def _mean(values: list[float]) -> float | None:
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return statistics.fmean(finite) if finite else None
+
+
+def estimate_1b_gb(method: str) -> float | None:
+    """Weights + gradients + optimizer state + activations of the paper's 1B LLaMA under ``method`` (GB)."""
+    from .memory import estimate
+
+    try:
+        return estimate(method, model="1b").total / 1e9
+    except ValueError:
+        return None
+
+
+def method_row(method: str, summaries: list[dict[str, Any]], lr: float, lr_source: str) -> dict[str, Any]:
+    """One method's row over its seeds' summaries."""
+    ppl = [s.get("eval_perplexity") for s in summaries]
+    finite = [p for p in ppl if isinstance(p, (int, float)) and math.isfinite(p)]
+    first = summaries[0]
+    return {
+        "method": method,
+        "lr": lr,
+        "learning_rate_source": lr_source,
+        "rank": first.get("rank") if first.get("rank") is not None else "—",
+        "seeds": ",".join(str(s.get("seed", "?")) for s in summaries),
+        "eval_perplexity": _mean(finite),
+        "eval_perplexity_sd": statistics.stdev(finite) if len(finite) > 1 else None,
+        "eval_perplexity_per_seed": ";".join(f"{p:.4f}" for p in finite),
+        "trained_params": first["trained_params"] / 1e6,
+        "optimizer_state_mb": _mean([s.get("optimizer_state_mb") for s in summaries]),
+        "peak_memory_mb": _mean([s.get("peak_memory_mb") for s in summaries]),
+        "tokens_per_second": _mean([s.get("tokens_per_second") for s in summaries]),
+        "estimate_1b_gb": estimate_1b_gb(method),
+        "run_dirs": ";".join(str(s.get("run_dir", "")) for s in summaries),
+    }
+
+
+def add_gaps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``gap_to_full_pct`` against the full-rank row ("—" on that row; None when full-rank did not run)."""
+    full = next((r["eval_perplexity"] for r in rows if r["method"] == "full"), None)
+    for row in rows:
+        ppl = row["eval_perplexity"]
+        if row["method"] == "full":
+            row["gap_to_full_pct"] = "—"
+        else:
+            row["gap_to_full_pct"] = 100.0 * (ppl - full) / full if full and ppl is not None else None
+    return rows
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, str):
+        return value
+    return fmt.format(value)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    header = [title for _, title, _ in COLUMNS]
+    body = [[_cell(row.get(key), fmt) for key, _, fmt in COLUMNS] for row in rows]
+    for cells in body:  # no spread with one seed
+        cells[5] = cells[5] if cells[5] != "n/a" else ""
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines.append("-+-".join("-" * w for w in widths))
+    lines += [
+        " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))) for cells in body
+    ]
+    return "\n".join(lines)
+
+
+def notes(rows: list[dict[str, Any]], peak_memory_kind: str | None, model_line: str) -> list[str]:
+    """The lines printed under the table: what each column that could mislead measures."""
+    out = [model_line]
+    sources = {r["method"]: r.get("learning_rate_source", "") for r in rows}
+    untuned = [m for m, source in sources.items() if source != "sweep"]
+    out.append(
+        "lr: each method at its own best rate of the committed sweep for this budget (hf-pept compare --sweep)"
+        + (f"; not swept, the method's default: {', '.join(untuned)}" if untuned else "")
+    )
+    out.append("rank: hidden/4 for every low-rank method (the papers' ratio); eval ppl: mean over seeds, ± sample sd")
+    out.append(
+        "opt. state: bytes of every tensor in the optimizer's state after training, exact; "
+        + (
+            "peak mem: the process's peak RSS on CPU (Python, torch and the data included; not comparable to GPU "
+            "memory)"
+            if peak_memory_kind != "cuda"
+            else "peak mem: CUDA's peak allocated bytes"
+        )
+    )
+    out.append(
+        "1B est.: hf_pept.memory.estimate for the paper's 1B LLaMA (32k vocabulary, batch 8 × 256, fp32 weights and "
+        "state, activations included) under each method: what the method saves at scale"
+    )
+    if any(r["method"] == "relora" for r in rows):
+        out.append(
+            "relora: trained (M) and opt. state are its low-rank phase; its full-rank warm start costs what full-rank "
+            "costs (see the method's memory estimate)"
+        )
+    return out
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(CSV_KEYS))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: row.get(key) for key in CSV_KEYS})
+
+
+def method_order(names: list[str]) -> list[str]:
+    """Full-rank first, then the method table's order."""
+    table = list(method_table.METHODS)
+    return sorted(names, key=lambda name: (name != "full", table.index(name) if name in table else len(table)))
+
+
+__all__ = ["COLUMNS", "add_gaps", "format_table", "method_row", "notes", "write_csv"]
