@@ -185,3 +185,82 @@ def drop_optimizer_state(optimizer, params: Iterable[torch.nn.Parameter]) -> int
         if state_by_param.pop(param, None) is not None:
             dropped += 1
     return dropped
+
+
+# ---- per-slice Adam bias correction ---------------------------------------------------------------------------
+# torch's Adam/AdamW keep one step counter t per parameter. SwitchLoRA restarts the moments of single rows of A /
+# columns of B, and Adam's bias correction of such a vector must count its own steps c since that restart
+# (m̂ = m / (1 − β₁^c), v̂ = v / (1 − β₂^c)), or its first updates are up to (1 − β₁)/√(1 − β₂) ≈ 3× too large.
+# The helpers below redo the last update of those slices with their own counts, from the moments the optimizer just
+# wrote; the rest of each parameter keeps the optimizer's own update.
+
+# A slice's own correction equal to the shared one within this relative amount changes nothing in fp32.
+BIAS_CORRECTION_TOLERANCE = 2.0**-26
+
+
+def is_torch_adam(optimizer) -> bool:
+    """Whether per-slice bias correction applies: torch.optim.Adam or AdamW (AdamW subclasses Adam)."""
+    return isinstance(unwrap_optimizer(optimizer), torch.optim.Adam)
+
+
+def adam_step_count(optimizer, param: torch.nn.Parameter) -> int:
+    """The step counter t of ``param`` in a torch Adam/AdamW (0 before its first step)."""
+    state = unwrap_optimizer(optimizer).state.get(param)
+    if not state or "step" not in state:
+        return 0
+    return int(float(state["step"]))
+
+
+def param_group_of(optimizer, param: torch.nn.Parameter) -> dict:
+    for group in unwrap_optimizer(optimizer).param_groups:
+        if any(p is param for p in group["params"]):
+            return group
+    raise ValueError(f"the optimizer does not hold the parameter of shape {tuple(param.shape)}")
+
+
+def own_bias_correction_needed(steps: torch.Tensor, shared_step: int, betas: tuple[float, float]) -> torch.Tensor:
+    """Mask of the slices whose own step counts ``steps`` give a bias correction that differs from the shared
+    counter's ``shared_step`` by more than fp32 resolves (:data:`BIAS_CORRECTION_TOLERANCE`)."""
+    beta1, beta2 = betas
+    c = steps.to(torch.float64)
+    own1, own2 = 1 - beta1**c, 1 - beta2**c
+    shared1, shared2 = 1 - beta1**shared_step, 1 - beta2**shared_step
+    ratio1 = (own1 / shared1 - 1).abs()
+    ratio2 = ((own2 / shared2).sqrt() - 1).abs()
+    return (steps != shared_step) & ((ratio1 > BIAS_CORRECTION_TOLERANCE) | (ratio2 > BIAS_CORRECTION_TOLERANCE))
+
+
+@torch.no_grad()
+def redo_adam_update_(
+    optimizer, param: torch.nn.Parameter, dim: int, index: torch.Tensor, before: torch.Tensor, steps: torch.Tensor
+) -> None:
+    """Replace the last Adam/AdamW update of ``param``'s slices ``index`` along ``dim`` by one with their own step
+    counts ``steps`` (one per slice).
+
+    ``before`` holds those slices as they were before ``optimizer.step()``; the moments are the ones the step just
+    wrote. Same arithmetic as torch's AdamW (Loshchilov & Hutter 2019, Algorithm 2), per slice:
+    θ ← θ·(1 − lr·λ) − lr/(1 − β₁^c) · m / (√v / √(1 − β₂^c) + ε); plain Adam folds λ into the gradient instead,
+    so its moments already hold it; with ``amsgrad`` v is the running maximum.
+    """
+    inner = unwrap_optimizer(optimizer)
+    group = param_group_of(inner, param)
+    state = inner.state[param]
+    lr = float(group["lr"])
+    beta1, beta2 = group["betas"]
+    eps, weight_decay = group["eps"], group["weight_decay"]
+    decoupled = isinstance(inner, torch.optim.AdamW) or group.get("decoupled_weight_decay", False)
+    second = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
+    index = index.to(param.device)
+    m = state["exp_avg"].index_select(dim, index)
+    v = second.index_select(dim, index)
+    shape = [1] * param.dim()
+    shape[dim] = index.numel()
+    c = steps.to(device=param.device, dtype=torch.float64)
+    step_size = (lr / (1 - beta1**c)).to(param.dtype).reshape(shape)
+    bias_correction2_sqrt = (1 - beta2**c).sqrt().to(param.dtype).reshape(shape)
+    theta = before.to(param.dtype).clone()
+    if decoupled and weight_decay != 0:
+        theta.mul_(1 - lr * weight_decay)
+    denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
+    theta.sub_(step_size * m / denom)
+    param.index_copy_(dim, index, theta)
