@@ -3,8 +3,8 @@
 Importing this package registers ``PeftType.SWITCHLORA`` with peft and the automatic Trainer callback.
 
 The formulas in these modules are those of the authors' Apache-2.0 code (github.com/asfsdsf/SwitchLoRA:
-``switchlora/switch_lora.py`` for the switch and schedule, ``lora_utils.py`` for the init, ``optimizer.py`` for
-the per-vector Adam step), against which the numerics were checked; where that code and the paper leave a choice
+``switchlora/switch_lora.py`` for the switch and schedule, ``switchlora/lora_utils.py`` for the init,
+``switchlora/optimizer.py`` for the per-vector Adam step), against which the numerics were checked; where that code and the paper leave a choice
 open, the module that makes it says what we chose and why.
 """
 

@@ -131,6 +131,12 @@ class SwitchLoRAStepper:
         vector was switched."""
         if global_step is not None:
             self.global_step = global_step
+        self._redo = []
+        factors = self.switch.factor_parameters(self.adapter_name)
+        if factors and all(p.grad is None for p in factors):
+            # The update is skipped (gradients dropped, e.g. by hf_pept's divergence guard): as in the authors' loop,
+            # which switches only before an update it makes, nothing is switched and no freeze counts down.
+            return None
         step, name, n = self.global_step, self.adapter_name, self.config.freeze_steps
         draws = self.schedule.draws(step, len(self.layers), self.config.switch_seed).tolist()
         vectors = layers = 0

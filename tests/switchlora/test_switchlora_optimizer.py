@@ -101,3 +101,19 @@ def test_other_optimizers_get_the_counterparts_rows_zeroed_and_a_warning(caplog)
         optimizer.step()
         stepper.after_optimizer_step()
         optimizer.zero_grad()
+
+
+def test_a_skipped_update_switches_nothing():
+    # Gradients dropped before the step (hf_pept's divergence guard does that for a non-finite gradient): no switch,
+    # no freeze counting down, as the authors' loop switches only before an update it makes.
+    model, layer, a, b, optimizer, stepper, data, target = _setup()
+    stepper.schedule = OneSwitchAt(10, 0.1, 100, at=0)
+    pool = layer.switchlora_pool["default"]
+    slots = pool.slots_A.clone()
+    assert stepper.before_optimizer_step() is None
+    optimizer.step()
+    stepper.after_optimizer_step()
+    assert torch.equal(pool.slots_A, slots) and stepper.global_step == 1
+    ((model(data[0]) - target) ** 2).mean().backward()
+    stepper.schedule = OneSwitchAt(10, 0.1, 100, at=1)
+    assert stepper.before_optimizer_step() == {"event": "switchlora_switch", "vectors": 2, "layers": 1}

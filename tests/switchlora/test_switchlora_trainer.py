@@ -132,7 +132,8 @@ def test_on_cuda_offloaded_pools_stay_in_host_memory(offload):
     from hf_pept.switchlora import SwitchLoRAStepper
 
     model = _switchlora(offload_candidates=offload).cuda()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    # Zero gradients, zero moments and no weight decay: AdamW changes nothing, only the switches change the weights.
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
     stepper = SwitchLoRAStepper(model, optimizer, total_steps=6)
     ids = TOKENS.cuda()
     with torch.no_grad():
@@ -140,7 +141,7 @@ def test_on_cuda_offloaded_pools_stay_in_host_memory(offload):
     switched = 0
     for _ in range(6):
         model(input_ids=ids, labels=ids).loss.backward()
-        optimizer.zero_grad()  # no update: only the switches change the weights, and they keep the function
+        optimizer.zero_grad(set_to_none=False)
         switched += (stepper.before_optimizer_step() or {}).get("vectors", 0)
         optimizer.step()
         stepper.after_optimizer_step()
