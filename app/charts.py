@@ -2,7 +2,7 @@
 
 A run still being written may end in a half line; it is skipped and read on the next poll. Event records
 (``{"event": "relora_merge", "step": ...}``) become vertical markers on the loss and learning-rate panels, which is
-where ReLoRA's jagged schedule and GaLore's projector refreshes are visible.
+where ReLoRA's jagged schedule, GaLore's projector refreshes and SwitchLoRA's switches are visible.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ EVENT_STYLES = {
     # hf_pept.divergence: an update skipped for a non-finite gradient, and the guard stopping the run
     "nonfinite_update_skipped": {"color": "tab:purple", "linestyle": "-"},
     "training_stopped": {"color": "black", "linestyle": "-"},
+    "switchlora_switch": {"color": "tab:brown", "linestyle": ":"},
 }
 MARKED_PANELS = ("loss", "lr")
 # matplotlib's "tab10" cycle, written out so that a run's colour is chosen without matplotlib

@@ -10,8 +10,8 @@ The protocol: the papers tune the learning rate per method, so does this. ``hf-p
 method over :data:`SWEEP_GRID` at one seed and writes ``lr_sweep.csv`` and ``lr_defaults.json`` (best rate per
 method, the budget and the command); ``hf-pept compare`` reads :data:`DEFAULTS_FILE` when a sweep made for its
 budget is committed there, so ``make demo`` need not sweep. A method without a committed rate runs at its
-method-table default (the papers' rate), and the notes under the table say so. ``--budget k`` multiplies the steps and the
-methods' periodic intervals by k (the committed rates were swept at k = 1).
+method-table default (the papers' rate), and the notes under the table say so. ``--budget k`` multiplies the steps
+and the methods' periodic intervals by k (a committed sweep applies only to the budget it was made for).
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ optimizer's state layout, so they match a built model and a stepped optimizer ex
 * LoRA / ReLoRA (Hu et al. 2021; Lialin et al. 2023): frozen W plus B (m×r) and A (r×n) per adapted layer, and a
   trainable copy of the embeddings and output head (peft ``modules_to_save``); gradients and AdamW state only for
   what trains. ReLoRA's figure is its low-rank phase (its full-rank warm start costs what full-rank costs);
+* SwitchLoRA (Zhou et al. 2024): LoRA's layout plus, per adapted layer, C = min(m, n) candidate rows of A and C
+  candidate columns of B, C·(m + n) values (at least m·n: twice W for a square layer), and six int64 counters per
+  vector and two pointers. With ``offload_candidates`` (the default) the pools and counters are ``host_ram``, apart
+  from device memory and not in ``total``; otherwise the pools count as weights (the counters stay on the host);
 * GaLore (Zhao et al. 2024, Algorithm 1): full gradients, and for every projected weight (2-D, min(m, n) > r) the
   projector P (m×r, or Q n×r when m ≥ n for ``proj_type='std'``) plus moments of the projected gradient R (r×n or
   m×r) instead of m×n; 8-bit moments are one byte per value plus one fp32 absmax per block of 256; Adafactor keeps
@@ -56,16 +60,18 @@ class MemoryEstimate:
     activations: int
     trained_params: int
     total_params: int
+    host_ram: int = 0  # kept in host memory beside training, not on the device (SwitchLoRA's offloaded pools)
 
     @property
     def total(self) -> int:
+        """Device memory: weights + gradients + optimizer state + activations (``host_ram`` is apart)."""
         return self.weights + self.gradients + self.optimizer_state + self.activations
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "total": self.total}
 
     def mb(self) -> dict[str, float]:
-        return {name: getattr(self, name) / MB for name in (*COMPONENTS, "total")}
+        return {name: getattr(self, name) / MB for name in (*COMPONENTS, "total", "host_ram")}
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,12 @@ def _is_target(param: ParamShape, target_modules) -> bool:
 def _adam_state(numel: int, dtype_bytes: int) -> int:
     # exp_avg + exp_avg_sq in the parameter's dtype, and torch.optim.AdamW's fp32 one-element ``step`` tensor.
     return 2 * numel * dtype_bytes + 4
+
+
+def _candidate_pool_bytes(param: ParamShape, rank: int, dtype_bytes: int) -> tuple[int, int]:
+    """(pool bytes, counter bytes) of one SwitchLoRA layer: C·(m + n) candidates, 6·r + 2 int64 counters."""
+    m, n = param.shape
+    return min(m, n) * (m + n) * dtype_bytes, (6 * rank + 2) * 8
 
 
 def _galore_state(param: ParamShape, rank: int, layout: StateLayout, proj_type: str, dtype_bytes: int) -> int:
@@ -214,6 +226,7 @@ def estimate(
     weight_dtype: str = "fp32",
     gradient_checkpointing: bool = False,
     proj_type: str = "std",
+    offload_candidates: bool = True,
     **run_options: Any,
 ) -> MemoryEstimate:
     """Bytes of weights, gradients, optimizer state and activations of one training step.
@@ -223,8 +236,9 @@ def estimate(
     model (a quarter of its hidden size, as ``hf-pept train``). ``precision`` is the activation precision (``bf16``
     = mixed precision, as ``hf-pept train`` uses on a GPU); ``weight_dtype`` the dtype of weights, gradients and
     optimizer state (``fp32`` under mixed precision; ``bf16`` for pure-bf16 training as in the GaLore paper's memory
-    table). Other ``hf-pept train`` options (``run_options``) are accepted and do not change memory, so a whole
-    run's options can be passed.
+    table). ``offload_candidates`` (SwitchLoRA): its pools in host memory (``host_ram``) or beside the factors.
+    Other ``hf-pept train`` options (``run_options``) are accepted and do not change memory, so a whole run's
+    options can be passed.
     """
     entry = method_table.get(method)
     if weight_dtype not in DTYPE_BYTES:
@@ -242,7 +256,7 @@ def estimate(
     shapes = llama_parameter_shapes(config)
     total_params = sum(p.numel for p in shapes)
     weights = total_params * wb
-    gradients = optimizer = trained = 0
+    gradients = optimizer = trained = host = 0
     layout = entry.state
     if layout.kind == "full":
         trained = total_params
@@ -256,6 +270,10 @@ def estimate(
                 weights += sum(factors) * wb
                 trained += sum(factors)
                 optimizer += sum(_adam_state(numel, wb) for numel in factors)
+                if layout.candidate_pools:
+                    pools, counters = _candidate_pool_bytes(p, rank, wb)
+                    host += counters + (pools if offload_candidates else 0)
+                    weights += 0 if offload_candidates else pools
             elif p.module in ("embed_tokens", "lm_head"):
                 weights += p.numel * wb  # the trainable copy beside the frozen original
                 trained += p.numel
@@ -273,17 +291,18 @@ def estimate(
         raise ValueError(f"method {method!r} has a state layout {layout.kind!r} that hf_pept.memory does not count")
     activation_value_bytes = 2 if _resolve_precision(precision) == "bf16" else 4
     activations = activation_bytes(config, batch_size, seq_len, activation_value_bytes, gradient_checkpointing)
-    return MemoryEstimate(method, weights, gradients, optimizer, activations, trained, total_params)
+    return MemoryEstimate(method, weights, gradients, optimizer, activations, trained, total_params, host)
 
 
 def format_estimates(estimates: list[MemoryEstimate]) -> str:
-    header = f"{'method':<18}{'weights':>10}{'gradients':>11}{'optimizer':>11}{'activations':>13}{'total':>10}  (MB)"
-    lines = [header]
+    """One line per method (MB); ``total`` is device memory, ``host RAM`` what stays in host memory beside it."""
+    header = f"{'method':<18}{'weights':>10}{'gradients':>11}{'optimizer':>11}{'activations':>13}{'total':>10}"
+    lines = [f"{header}{'host RAM':>10}  (MB)"]
     for e in estimates:
         mb = e.mb()
         lines.append(
             f"{e.method:<18}{mb['weights']:>10.1f}{mb['gradients']:>11.1f}{mb['optimizer_state']:>11.1f}"
-            f"{mb['activations']:>13.1f}{mb['total']:>10.1f}"
+            f"{mb['activations']:>13.1f}{mb['total']:>10.1f}{mb['host_ram']:>10.1f}"
         )
     return "\n".join(lines)
 

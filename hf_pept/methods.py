@@ -23,6 +23,8 @@ from .galore.config import GaLoreConfig
 from .knobs import AdapterArguments, LowRankArguments
 from .relora.arguments import ReLoRAArguments
 from .relora.config import ReLoRAConfig
+from .switchlora.arguments import SwitchLoRAArguments
+from .switchlora.config import SwitchLoRAConfig
 
 if TYPE_CHECKING:
     from .run_args import RunArguments
@@ -58,12 +60,16 @@ class StateLayout:
     8 bits with a block-wise absmax; ``adafactor``: factored second moment, no first moment). ``layerwise``: each
     gradient is freed right after its layer's update, so at most one full gradient exists at a time.
     ``residual_norm``: one fp32 scalar per projected weight (Fira's limiter remembers the residual's last norm).
+    ``candidate_pools``: per adapted m×n linear, C = min(m, n) candidate rows of A and C candidate columns of B
+    (SwitchLoRA) plus a few counters per vector; host memory when the run's ``offload_candidates`` is on (its
+    default), weights beside the factors otherwise.
     """
 
     kind: Literal["full", "adapter", "galore"]
     base: Literal["adamw", "adamw_8bit", "adafactor"] = "adamw"
     layerwise: bool = False
     residual_norm: bool = False
+    candidate_pools: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,16 @@ def relora_config(method: Method, run: RunArguments, groups: OptionGroups, rank:
     return ReLoRAConfig(task_type="CAUSAL_LM", reinit_seed=run.seed, **_adapter_options(run, groups, rank), **knobs)
 
 
+def switchlora_config(method: Method, run: RunArguments, groups: OptionGroups, rank: int) -> SwitchLoRAConfig:
+    return SwitchLoRAConfig(
+        task_type="CAUSAL_LM",
+        r=rank,
+        target_modules=list(groups[LowRankArguments].target_modules),
+        switch_seed=run.seed,
+        **_mirrored_values(groups[SwitchLoRAArguments]),
+    )
+
+
 def galore_config(method: Method, run: RunArguments, groups: OptionGroups, rank: int) -> GaLoreConfig:
     asked = _mirrored_values(groups[GaLoreArguments])
     if asked.get("fira") and "fira" in method.unsupported_knobs:
@@ -202,6 +218,9 @@ def _galore_compare_knobs(interval: int) -> list[str]:
 # ---- the table ------------------------------------------------------------------------------------------------
 LORA_PAPER = Paper("LoRA: Low-Rank Adaptation of Large Language Models", "Hu et al. 2021", "2106.09685")
 RELORA_PAPER = Paper("ReLoRA: High-Rank Training Through Low-Rank Updates", "Lialin et al. 2023", "2307.05695")
+SWITCHLORA_PAPER = Paper(
+    "SwitchLoRA: Switched Low-Rank Adaptation Can Learn Full-Rank Information", "Zhou et al. 2024", "2406.06564"
+)
 GALORE_PAPER = Paper(
     "GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection", "Zhao et al. 2024", "2403.03507"
 )
@@ -209,7 +228,8 @@ FIRA_PAPER = Paper(
     "Fira: Can We Achieve Full-rank Training of LLMs Under Low-rank Constraint?", "Chen et al. 2024", "2410.01623"
 )
 # Peak learning rates of the papers' LLaMA runs: 1e-3 for full-rank, LoRA and ReLoRA (Lialin et al. 2023, §4),
-# 1e-2 for GaLore and Fira with scale α = 0.25 (Zhao et al. 2024, §5.1: the projected update is scaled down by α).
+# 1e-2 for GaLore and Fira with scale α = 0.25 (Zhao et al. 2024, §5.1: the projected update is scaled down by α),
+# 2e-2 for SwitchLoRA with s = 1/r (the authors' 350M script; their LoRA runs use 1e-2, full-rank 1e-3).
 _ADAPTER_GROUPS = (LowRankArguments, AdapterArguments)
 _GALORE_GROUPS = (LowRankArguments, GaLoreArguments)
 _GALORE_USAGE = (
@@ -286,6 +306,25 @@ _TABLE: tuple[Method, ...] = (
         make_config=relora_config,
         wrap_model=wrap_with_peft,
         compare_knobs=_relora_compare_knobs,
+    ),
+    Method(
+        name="switchlora",
+        family="tuner",
+        summary="LoRA whose single rows of A / columns of B are swapped for candidate vectors (often early, rarely "
+        "later), each swap folded into W; the counterpart is frozen and its optimizer state restarts.",
+        entry="get_peft_model(model, hf_pept.SwitchLoRAConfig(...))",
+        usage="get_peft_model(model, hf_pept.SwitchLoRAConfig(r=128, switch_interval=40, switch_descent_rate=0.1))",
+        state=StateLayout("adapter", candidate_pools=True),
+        learning_rate=2e-2,
+        paper=SWITCHLORA_PAPER,
+        config_class=SwitchLoRAConfig,
+        option_groups=(LowRankArguments, SwitchLoRAArguments),
+        rank_ratio=0.25,
+        in_compare=True,
+        make_config=switchlora_config,
+        wrap_model=wrap_with_peft,
+        # No compare_knobs: the descent is already relative to max_steps, and interval₀ and N are counted in
+        # Adam steps (N warms restarted moments up, interval₀ > 2N), which a shorter run does not change.
     ),
     _galore(
         "galore",
