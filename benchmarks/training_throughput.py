@@ -138,7 +138,7 @@ def train_steps(model, optimizer, batch, steps: int) -> list[float]:
 
 def relora_restart_ms(model, optimizer) -> float:
     """One ReLoRA restart as the stepper does it: merge + re-init every layer, magnitude-prune the factors' moments."""
-    from hf_pept.relora.reset import reset_optimizer_state
+    from hf_pept.optim_state import reset_optimizer_state
     from hf_pept.relora.stepper import find_relora_model
 
     relora = find_relora_model(model)

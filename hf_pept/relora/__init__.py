@@ -3,12 +3,12 @@
 Importing this package registers ``PeftType.RELORA`` with peft and the automatic Trainer callback.
 """
 
+from ..optim_state import reset_optimizer_state
 from .callback import ReLoRACallback, attach_relora_callback
 from .config import ReLoRAConfig
 from .layer import Linear, ReLoRALayer
 from .model import ReLoRAModel
 from .registration import register
-from .reset import reset_optimizer_state
 from .schedule import JaggedSchedule, apply_jagged_schedule
 from .stepper import ReLoRAStepper, find_relora_model
 

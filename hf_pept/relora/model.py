@@ -14,19 +14,11 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from torch import nn
 
+from ..tuners import base_weight_entries, derived_generator
 from .config import ReLoRAConfig
 from .layer import Linear, ReLoRALayer
 
 ALL_LINEAR = "all-linear"
-# Derive a stream from (seed, step) without collisions between nearby seeds and steps.
-_SEED_STRIDE = 1_000_003
-
-
-def derived_generator(seed: int, step: int, device: torch.device | str, stream: int = 0) -> torch.Generator:
-    """A generator on ``device`` seeded from (seed, step, stream): same draws on every rank and after a resume."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(((seed * _SEED_STRIDE + step) * 4 + stream) % (2**63))
-    return generator
 
 
 class ReLoRAModel(BaseTuner):
@@ -150,10 +142,5 @@ class ReLoRAModel(BaseTuner):
     ) -> dict[str, torch.Tensor]:
         to_return = super()._get_adapter_state_dict(model, config, adapter_name, state_dict, unwanted_adapter_names)
         if getattr(config, "save_base_weights", False):
-            for name, module in model.named_modules():
-                if isinstance(module, ReLoRALayer):
-                    name = name.removeprefix("_fsdp_wrapped_module.")
-                    key = f"{name}.base_layer.weight" if name else "base_layer.weight"
-                    if key in state_dict:
-                        to_return[key] = state_dict[key]
+            to_return.update(base_weight_entries(model, ReLoRALayer, state_dict))
         return to_return

@@ -23,8 +23,9 @@ from typing import Any
 
 from torch import nn
 
-from .model import ReLoRAModel, derived_generator
-from .reset import drop_optimizer_state, reset_optimizer_state
+from ..optim_state import drop_optimizer_state, reset_optimizer_state
+from ..tuners import derived_generator, find_tuner
+from .model import ReLoRAModel
 from .schedule import JaggedSchedule, apply_jagged_schedule
 
 _RANDOM_PRUNE_STREAM = 1
@@ -32,15 +33,7 @@ _RANDOM_PRUNE_STREAM = 1
 
 def find_relora_model(model: nn.Module) -> ReLoRAModel | None:
     """The ``ReLoRAModel`` inside ``model`` (a ``PeftModel``, a wrapper of one, or itself), or None."""
-    base_model = getattr(model, "base_model", None)
-    if isinstance(base_model, ReLoRAModel):
-        return base_model
-    if isinstance(model, ReLoRAModel):
-        return model
-    for module in model.modules():
-        if isinstance(module, ReLoRAModel):
-            return module
-    return None
+    return find_tuner(model, ReLoRAModel)
 
 
 class ReLoRAStepper:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hf_pept.relora.reset import drop_optimizer_state, reset_optimizer_state
+from hf_pept.optim_state import drop_optimizer_state, reset_optimizer_state
 
 
 def _stepped(optimizer_cls, steps=3, **kwargs):

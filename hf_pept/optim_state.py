@@ -1,9 +1,13 @@
-"""Partial optimizer-state reset for ReLoRA restarts, for any optimizer whose state is per-parameter tensors.
+"""Optimizer-state surgery shared by the tuners: zero or prune the state of some parameters, or of some of their
+rows / columns, for any optimizer whose state is per-parameter tensors.
 
 ReLoRA (Lialin et al. 2023, arXiv 2307.05695, §3): after a merge the factors restart, but their Adam moments still
 describe the old factors. Zeroing them all made the loss diverge in the paper; pruning most of them works: magnitude
 pruning keeps the (1 − p) largest-|·| entries of each moment (p = 0.9), random pruning keeps each entry with
 probability 1 − p (p = 0.999).
+
+SwitchLoRA (Zhou et al. 2024, arXiv 2406.06564): after a row of A (a column of B) is switched, the moments of
+the counterpart column of B (row of A) are zeroed; ``where=`` restricts ``mode="zero"`` to those entries.
 
 What is pruned: every floating-point state tensor with the parameter's shape — Adam/AdamW ``exp_avg``,
 ``exp_avg_sq`` (and ``max_exp_avg_sq``), SGD ``momentum_buffer`` — and the 8-bit moments of bitsandbytes
@@ -27,14 +31,16 @@ from collections.abc import Iterable
 
 import torch
 
-from ..events import unwrap_optimizer
-from ..kernels.magnitude_prune import magnitude_prune_, random_prune_
+from .events import unwrap_optimizer
+from .kernels.magnitude_prune import magnitude_prune_, random_prune_
 
 logger = logging.getLogger(__name__)
 
 _QUANTIZED_MOMENTS = (("state1", "qmap1", "absmax1", "max1"), ("state2", "qmap2", "absmax2", "max2"))
 # (first moment, second moment) pairs of Adam-style optimizers, float and bitsandbytes 8-bit.
 _ADAM_PAIRS = (("exp_avg", "exp_avg_sq"),)
+# State tensors already reported as left untouched (a reset every step would otherwise warn every step).
+_WARNED: set[str] = set()
 
 
 def _prune_(tensor: torch.Tensor, mode: str, prune_ratio: float, generator: torch.Generator | None) -> int:
@@ -113,16 +119,21 @@ def reset_optimizer_state(
     mode: str,
     prune_ratio: float | None = None,
     generator: torch.Generator | None = None,
+    where: torch.Tensor | None = None,
 ) -> dict[str, int]:
     """Prune or zero the optimizer state of ``params`` in place; returns ``{"zeroed": n, "entries": N}``.
 
     ``mode``: "magnitude" / "random" (zero ``prune_ratio`` of each moment's entries), "zero" (all), "none".
     ``generator``: the random-pruning stream (derive it from the step so that all ranks draw the same mask).
+    ``where``: with ``mode="zero"``, a boolean mask broadcastable to each parameter's shape (``(r, 1)`` picks rows,
+    ``(1, r)`` columns): only those entries of each per-entry moment are zeroed (``entries`` counts them).
     """
     if mode not in ("magnitude", "random", "zero", "none"):
         raise ValueError(f"mode must be 'magnitude', 'random', 'zero' or 'none', got {mode!r}")
     if mode in ("magnitude", "random") and prune_ratio is None:
         raise ValueError(f"mode {mode!r} needs a prune_ratio in [0, 1)")
+    if where is not None and mode != "zero":
+        raise ValueError(f"where= selects entries to zero; it needs mode='zero', got mode={mode!r}")
     stats = {"zeroed": 0, "entries": 0}
     if mode == "none":
         return stats
@@ -132,26 +143,37 @@ def reset_optimizer_state(
         state = state_by_param.get(param)
         if not state:
             continue
+        mask = None if where is None else where.to(param.device).expand(param.shape)
         quantized = set()
         for keys in _QUANTIZED_MOMENTS:
             if keys[0] in state and keys[1] in state:
-                stats["zeroed"] += _prune_quantized_(state, keys, mode, prune_ratio, generator)
-                stats["entries"] += state[keys[0]].numel()
+                if mask is None:
+                    stats["zeroed"] += _prune_quantized_(state, keys, mode, prune_ratio, generator)
+                    stats["entries"] += state[keys[0]].numel()
+                else:
+                    codes = state[keys[0]]
+                    codes.masked_fill_(mask.reshape(codes.shape), _zero_code(state[keys[1]], keys[0]))
+                    stats["zeroed"] += int(mask.sum())
+                    stats["entries"] += int(mask.sum())
                 quantized.update(keys)
         for key, value in state.items():
             if key in quantized or not torch.is_tensor(value) or value.numel() <= 1:
                 continue
             if value.is_floating_point() and value.shape == param.shape:
-                stats["zeroed"] += _prune_(value, mode, prune_ratio, generator)
-                stats["entries"] += value.numel()
+                if mask is None:
+                    stats["zeroed"] += _prune_(value, mode, prune_ratio, generator)
+                    stats["entries"] += value.numel()
+                else:
+                    value.masked_fill_(mask, 0)
+                    stats["zeroed"] += int(mask.sum())
+                    stats["entries"] += int(mask.sum())
             else:
                 skipped.add(f"{key} {tuple(value.shape)}")
         if mode in ("magnitude", "random"):
             stats["zeroed"] += _zero_first_moments_without_second_(state)
-    if skipped:
-        logger.warning(
-            "ReLoRA optimizer reset left these state tensors untouched (not per-entry moments): %s", skipped
-        )
+    if skipped and not _WARNED.issuperset(skipped):
+        _WARNED.update(skipped)
+        logger.warning("optimizer-state reset left these state tensors untouched (not per-entry moments): %s", skipped)
     return stats
 
 

@@ -1,0 +1,187 @@
+"""Plumbing shared by our peft tuners (ReLoRA, SwitchLoRA): registering a tuner with peft, attaching its callback
+to ``transformers.Trainer``, saving the base weights the tuner changes, refusing optimizers that cannot work with
+it, and the seeded random streams that keep data-parallel ranks and resumed runs identical.
+
+**peft.** peft's public ``register_peft_method`` fills its mappings (config class, tuner class, prefix) but requires
+the name to be a member of the ``PeftType`` enum, which third-party methods cannot add through any API. We add the
+one member the way ``enum`` itself stores members (``_member_map_``, ``_value2member_map_``, ``_member_names_``) and
+verify the result through the enum's public behaviour; anything unexpected raises with the supported range.
+
+**Trainer.** ``Trainer.__init__`` is wrapped once (:func:`install_trainer_hook`); after it runs, every registered
+attacher (one per tuner) may add that tuner's callback through the public ``Trainer.add_callback``.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+SUPPORTED_PEFT = "peft>=0.21 (tested with 0.21.0 and 0.21.2)"
+SUPPORTED_TRANSFORMERS = "transformers>=5.0,<6"
+_HOOK_MARK = "_hf_pept_tuner_hook"
+# Derive a stream from (seed, step) without collisions between nearby seeds and steps.
+_SEED_STRIDE = 1_000_003
+
+# ---- seeded streams -------------------------------------------------------------------------------------------
+
+
+def derived_generator(seed: int, step: int, device: torch.device | str, stream: int = 0) -> torch.Generator:
+    """A generator on ``device`` seeded from (seed, step, stream): same draws on every rank and after a resume."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(((seed * _SEED_STRIDE + step) * 4 + stream) % (2**63))
+    return generator
+
+
+# ---- finding the tuner ----------------------------------------------------------------------------------------
+
+
+def find_tuner(model: nn.Module, tuner_cls: type) -> nn.Module | None:
+    """The ``tuner_cls`` instance inside ``model`` (a ``PeftModel``, a wrapper of one, or itself), or None."""
+    base_model = getattr(model, "base_model", None)
+    if isinstance(base_model, tuner_cls):
+        return base_model
+    if isinstance(model, tuner_cls):
+        return model
+    for module in model.modules():
+        if isinstance(module, tuner_cls):
+            return module
+    return None
+
+
+# ---- saving ---------------------------------------------------------------------------------------------------
+
+
+def base_weight_entries(model: nn.Module, layer_cls: type, state_dict: dict[str, torch.Tensor]) -> dict:
+    """``{key: tensor}`` of the ``base_layer.weight`` of every ``layer_cls`` module in ``model``'s state dict.
+
+    Tuners that change W during training (ReLoRA merges, SwitchLoRA switches) save these with the adapter; peft
+    passes keys it does not remap straight through on load, so they land back on the base layers.
+    """
+    entries = {}
+    for name, module in model.named_modules():
+        if isinstance(module, layer_cls):
+            name = name.removeprefix("_fsdp_wrapped_module.")
+            key = f"{name}.base_layer.weight" if name else "base_layer.weight"
+            if key in state_dict:
+                entries[key] = state_dict[key]
+    return entries
+
+
+# ---- refusing what cannot work --------------------------------------------------------------------------------
+
+
+def refuse_galore_optim(args, method: str) -> None:
+    """GaLore projects full-rank gradients; a tuner trains low-rank factors: refuse the pair before training."""
+    optim = str(getattr(args.optim, "value", args.optim)).lower()
+    if "galore" in optim:
+        raise ValueError(
+            f"optim={args.optim!r} (GaLore) projects full-rank gradients, but a {method} model trains low-rank "
+            f"factors: use a standard optimizer such as optim='adamw_torch' with {method}, or GaLore without {method}"
+        )
+
+
+# ---- peft registration ----------------------------------------------------------------------------------------
+
+
+def _unsupported(method: str, reason: str) -> RuntimeError:
+    import peft
+
+    return RuntimeError(
+        f"hf_pept cannot register {method} with peft {peft.__version__}: {reason}. Supported: {SUPPORTED_PEFT}."
+    )
+
+
+def add_peft_type(name: str):
+    """Add ``name`` as a member of peft's ``PeftType`` (a ``str`` enum) and return it; idempotent."""
+    from peft.utils import PeftType
+
+    if name in PeftType.__members__:
+        return PeftType[name]
+    if not (issubclass(PeftType, str) and issubclass(PeftType, enum.Enum)):
+        raise _unsupported(name, "PeftType is no longer a str Enum")
+    member = str.__new__(PeftType, name)
+    member._name_ = name
+    member._value_ = name
+    member.__objclass__ = PeftType
+    member._sort_order_ = len(PeftType._member_names_)
+    # Class attribute first (EnumType.__setattr__ refuses names already in the member map), then the maps.
+    type.__setattr__(PeftType, name, member)
+    PeftType._member_map_[name] = member
+    PeftType._value2member_map_[name] = member
+    PeftType._member_names_.append(name)
+    if PeftType(name) is not member or PeftType[name] is not member or member not in list(PeftType):
+        raise _unsupported(name, "adding a PeftType member did not take")
+    return member
+
+
+def register_peft_tuner(name: str, config_cls: type, model_cls: type) -> None:
+    """``get_peft_model``, ``PeftModel.from_pretrained`` and ``save_pretrained`` accept ``config_cls``; idempotent.
+
+    ``name`` is the ``PeftType`` member (upper case, e.g. ``"RELORA"``); ``model_cls.prefix`` names its parameters.
+    """
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
+
+    try:
+        from peft.utils import register_peft_method
+    except ImportError as error:
+        raise _unsupported(name, "peft.utils.register_peft_method is missing") from error
+    peft_type = add_peft_type(name)
+    if PEFT_TYPE_TO_TUNER_MAPPING.get(peft_type) is model_cls:
+        return
+    register_peft_method(name=name.lower(), config_cls=config_cls, model_cls=model_cls, prefix=model_cls.prefix)
+    if PEFT_TYPE_TO_CONFIG_MAPPING.get(name) is not config_cls:
+        raise _unsupported(name, f"the config mapping does not resolve {name!r} after registration")
+
+
+# ---- the Trainer hook -----------------------------------------------------------------------------------------
+
+# (name, attach): attach(trainer) adds the tuner's callback when the trainer's model holds that tuner.
+_ATTACHERS: dict[str, Callable] = {}
+
+
+def add_trainer_attacher(name: str, attach: Callable) -> None:
+    """Run ``attach(trainer)`` after every ``Trainer.__init__`` (one per tuner name; re-adding replaces it)."""
+    _ATTACHERS[name] = attach
+
+
+def install_trainer_hook() -> None:
+    """Wrap ``Trainer.__init__`` once so that tuner models get their callbacks; idempotent.
+
+    The wrapped surface is the smallest public one: ``Trainer.__init__`` runs unchanged, then each attacher uses the
+    public ``Trainer.add_callback``. If a transformers release drops what the hook relies on, this raises instead of
+    silently training plain LoRA.
+    """
+    from transformers import Trainer
+
+    init = Trainer.__init__
+    if getattr(init, _HOOK_MARK, False):
+        return
+    if not callable(getattr(Trainer, "add_callback", None)):
+        raise RuntimeError(
+            f"hf_pept cannot attach its tuners' callbacks to this transformers.Trainer (no Trainer.add_callback); "
+            f"supported: {SUPPORTED_TRANSFORMERS}. Pass callbacks=[hf_pept.ReLoRACallback()] (or "
+            "hf_pept.SwitchLoRACallback()) to your Trainer instead."
+        )
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        if not hasattr(self, "callback_handler"):
+            raise RuntimeError(
+                "hf_pept: Trainer.__init__ no longer sets callback_handler; tuner callbacks cannot attach "
+                f"themselves. Supported: {SUPPORTED_TRANSFORMERS}; pass callbacks=[hf_pept.ReLoRACallback()] (or "
+                "hf_pept.SwitchLoRACallback()) instead."
+            )
+        for attach in _ATTACHERS.values():
+            attach(self)
+
+    setattr(__init__, _HOOK_MARK, True)
+    Trainer.__init__ = __init__
+
+
+def trainer_has_callback(trainer, callback_cls: type) -> bool:
+    return any(isinstance(cb, callback_cls) for cb in trainer.callback_handler.callbacks)
