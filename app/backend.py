@@ -18,6 +18,9 @@ from . import charts, form, memory_view, runs
 from .schema import Schema, python_snippet
 
 DATASET_SUFFIXES = (".txt", ".jsonl", ".json", ".text")
+# The memory panel's second estimate: at the largest size both papers pre-train, optimizer state and gradients
+# outweigh activations, so the methods differ there even when the run itself is tiny.
+REFERENCE_SIZE = "1b"
 RUN_TABLE_HEADERS = ["run", "status", "last step", "checkpoints", "pid", "command"]
 
 
@@ -38,6 +41,15 @@ def _looks_like_path(text: str) -> bool:
     return os.sep in text or text.startswith((".", "~")) or text.endswith(DATASET_SUFFIXES)
 
 
+def _checkpoint_cell(info: runs.RunInfo) -> str:
+    """``3``, or ``3 (+1 incomplete: checkpoint-40)`` when a save was cut short (never resumed from)."""
+    cell = str(len(info.checkpoints))
+    if info.incomplete_checkpoints:
+        names = ", ".join(info.incomplete_checkpoints)
+        cell += f" (+{len(info.incomplete_checkpoints)} incomplete: {names})"
+    return cell
+
+
 class Backend:
     def __init__(
         self,
@@ -47,6 +59,7 @@ class Backend:
         reference_methods: tuple[str, ...] = ("full", "lora", "relora", "galore"),
         cli: list[str] | None = None,
         measure_steps: int = 5,
+        model_sizes: tuple[str, ...] | None = None,
     ):
         self.schema = schema
         self.measure_steps = measure_steps
@@ -54,6 +67,11 @@ class Backend:
         self.estimate = estimate
         self.reference_methods = tuple(m for m in reference_methods if m in schema.methods)
         self.cli = cli
+        if model_sizes is None:
+            from hf_pept.models import MODEL_SIZES
+
+            model_sizes = tuple(MODEL_SIZES)
+        self.model_sizes = model_sizes  # what the memory panel can estimate at besides the run's model
 
     # ----- configure -----
     def form_state(self, values: dict[str, Any]) -> FormState:
@@ -96,17 +114,40 @@ class Backend:
         return form.values_to_form(self.schema.specs, parsed)
 
     # ----- memory -----
-    def memory_bars(self, state: FormState) -> dict[str, dict[str, float]]:
+    def memory_bars(self, state: FormState, model: str | None = None) -> dict[str, dict[str, float]]:
         """Estimated MB per component: the chosen config, then each reference method with the same model, data
-        shape and rank (the form's values, also those of sections hidden for the chosen method)."""
+        shape and rank (the form's values, also those of sections hidden for the chosen method); at ``model``
+        (a size name) instead of the form's model when given. Options left empty (a rank of None: the method's
+        default for the model) are not passed, so the estimate applies its own default."""
         if self.estimate is None or state.errors:
             return {}
-        bars = {f"this config ({state.method})": memory_view.breakdown_mb(self.estimate(state.method, state.typed))}
+        at = {self.schema.model_field: model} if model else {}
+
+        def options(values: dict, method: str) -> dict:
+            given = {name: value for name, value in values.items() if value is not None}
+            return {**given, **at, self.schema.method_field: method}
+
+        config = self.estimate(state.method, options(state.typed, state.method))
+        bars = {f"this config ({state.method})": memory_view.breakdown_mb(config)}
         for method in self.reference_methods:
             label = "full-rank AdamW" if method == "full" else method
-            options = {**state.reference_values, self.schema.method_field: method}
-            bars[label] = memory_view.breakdown_mb(self.estimate(method, options))
+            bars[label] = memory_view.breakdown_mb(self.estimate(method, options(state.reference_values, method)))
         return bars
+
+    def memory_panels(self, state: FormState, size: str | None = None) -> dict[str, dict[str, dict[str, float]]]:
+        """The memory bars at ``size`` (default: the form's model), and at :data:`REFERENCE_SIZE` beside them,
+        keyed by a title naming the model size."""
+        if self.estimate is None or state.errors:
+            return {}
+        model = str(state.typed.get(self.schema.model_field, ""))
+        size = size or model
+        panels = {self.panel_title(state, size): self.memory_bars(state, size)}
+        if size != REFERENCE_SIZE and REFERENCE_SIZE in self.model_sizes:
+            panels[self.panel_title(state, REFERENCE_SIZE)] = self.memory_bars(state, REFERENCE_SIZE)
+        return panels
+
+    def panel_title(self, state: FormState, size: str) -> str:
+        return f"{size} (the run's model)" if size == state.typed.get(self.schema.model_field) else size
 
     def measure(self, state: FormState, timeout: float = 600.0) -> dict[str, Any]:
         """A short run of this config (``measure_steps`` steps through the CLI, in the scratch folder
@@ -166,7 +207,7 @@ class Backend:
                 info.name,
                 info.status,
                 info.last_step if info.last_step is not None else "",
-                len(info.checkpoints),
+                _checkpoint_cell(info),
                 info.pid or "",
                 " ".join(info.command),
             ]

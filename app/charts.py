@@ -31,6 +31,9 @@ EVENT_STYLES = {
     "relora_merge": {"color": "tab:red", "linestyle": "--"},
     "optimizer_reset": {"color": "tab:orange", "linestyle": ":"},
     "projector_update": {"color": "tab:green", "linestyle": ":"},
+    # hf_pept.divergence: an update skipped for a non-finite gradient, and the guard stopping the run
+    "nonfinite_update_skipped": {"color": "tab:purple", "linestyle": "-"},
+    "training_stopped": {"color": "black", "linestyle": "-"},
 }
 MARKED_PANELS = ("loss", "lr")
 # matplotlib's "tab10" cycle, written out so that a run's colour is chosen without matplotlib
@@ -220,19 +223,84 @@ def _is_scalar(value) -> bool:
     return value is None or isinstance(value, (int, float, str, bool))
 
 
-def perplexity_memory_figure(
-    rows: list[dict], perplexity_key: str, memory_key: str, colors: dict[str, str] | None = None
-):
-    """Scatter of eval perplexity against peak memory, one labelled point per finished run in its colour."""
-    colors = run_colors([str(row["run"]) for row in rows], colors)
-    fig = _figure(figsize=(6.5, 4.5))
-    ax = fig.subplots()
-    ax.set_xlabel("peak memory (MB)")
-    ax.set_ylabel("eval perplexity")
-    ax.set_title("finished runs: perplexity vs memory", fontsize=10)
+def group_rows(rows: list[dict], key: str, order: tuple[str, ...] = ()) -> dict[str, list[dict]]:
+    """Rows by their ``key`` value (``"?"`` where missing), the groups in ``order`` first, then by name."""
+    groups: dict[str, list[dict]] = {}
     for row in rows:
-        x, y = row.get(memory_key), row.get(perplexity_key)
-        if isinstance(x, (int, float)) and isinstance(y, (int, float)):
-            ax.scatter([x], [y], s=40, color=colors[str(row["run"])])
-            ax.annotate(str(row["run"]), (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        groups.setdefault(str(row.get(key) or "?"), []).append(row)
+    rank = {name: index for index, name in enumerate(order)}
+    return {name: groups[name] for name in sorted(groups, key=lambda name: (rank.get(name, len(rank)), name))}
+
+
+def perplexity_memory_figure(
+    groups: dict[str, list[dict]], perplexity_key: str, memory_key: str, colors: dict[str, str] | None = None
+):
+    """Eval perplexity against peak memory, one scatter per group (model size: perplexities of different sizes
+    are not compared on one axis), one labelled point per finished run in its colour."""
+    colors = run_colors([str(row["run"]) for rows in groups.values() for row in rows], colors)
+    fig = _figure(figsize=(5.0 * len(groups) + 1.5, 4.5))
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, (group, rows) in zip(axes, groups.items()):
+        ax.set_xlabel("peak memory (MB)")
+        ax.set_title(f"model {group}", fontsize=10)
+        for row in rows:
+            x, y = row.get(memory_key), row.get(perplexity_key)
+            if _is_number(x) and _is_number(y):
+                ax.scatter([x], [y], s=40, color=colors[str(row["run"])])
+                ax.annotate(str(row["run"]), (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        if not ax.collections:
+            ax.text(0.5, 0.5, "no run with both", ha="center", va="center", transform=ax.transAxes, color="gray")
+    axes[0].set_ylabel("eval perplexity")
     return fig
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _as_number(value) -> int | float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                return kind(value.strip())
+            except ValueError:
+                continue
+    return None
+
+
+def format_value(key: str, value) -> str:
+    """A table cell, rounded to what its unit needs: perplexity 2 decimals, MB and seconds 1, tokens/s and
+    counts whole, losses 4, percentages 1 with a sign, other fractions 4 significant digits; text as it is."""
+    number = _as_number(value)
+    if number is None:
+        return "" if value is None else str(value)
+    if not math.isfinite(number):
+        return "n/a"
+    name = key.lower()
+    if "perplexity" in name:
+        return f"{number:.2f}"
+    if name.endswith("_mb") or "(mb)" in name:
+        return f"{number:,.1f}"
+    if "pct" in name or "%" in name:
+        return f"{number:+.1f}"
+    if "loss" in name:
+        return f"{number:.4f}"
+    if "per_second" in name or "tokens/s" in name:
+        return f"{number:,.0f}"
+    if name.endswith(("_s", "seconds")) or "(s)" in name:
+        return f"{number:,.1f}"
+    if float(number).is_integer():
+        return f"{int(number):,}"
+    return f"{number:.4g}"
+
+
+def format_rows(rows: list[dict], first: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """The rows with every cell formatted by :func:`format_value`, the ``first`` columns leading."""
+    columns = [key for key in first if any(key in row for row in rows)]
+    columns += [key for row in rows for key in row if key not in columns]
+    columns = list(dict.fromkeys(columns))
+    return [{key: format_value(key, row.get(key)) for key in columns} for row in rows]

@@ -1,6 +1,7 @@
 """Memory panel: stacked bars of estimated weights / gradients / optimizer state / activations per method,
-the chosen configuration beside full-rank AdamW, LoRA, ReLoRA and GaLore at the same model size, and the
-measured peak of a short run next to its estimate."""
+the chosen configuration beside full-rank AdamW, LoRA, ReLoRA and GaLore at the same model size, one panel per
+model size (the run's, and 1B, where the methods' differences show), and the measured peak of a short run next
+to its estimate."""
 
 from __future__ import annotations
 
@@ -25,13 +26,31 @@ def breakdown_mb(estimate) -> dict[str, float]:
     return out
 
 
-def memory_figure(bars: dict[str, dict[str, float]], measured_mb: dict[str, float] | None = None):
-    """Stacked bar per label (MB); a measured peak is drawn as a black marker on its bar."""
+def memory_figure(
+    panels: dict[str, dict[str, dict[str, float]]], measured_mb: dict[str, dict[str, float]] | None = None
+):
+    """One panel of stacked bars (MB) per model size, side by side, each on its own scale; a measured peak
+    (``measured_mb[panel][label]``) is drawn as a black marker on its bar."""
     from .charts import _figure
 
+    fig = _figure(figsize=(5.5 * len(panels), 3.8))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, bars) in zip(axes, panels.items()):
+        _draw_bars(ax, bars, (measured_mb or {}).get(title, {}))
+        ax.set_title(f"at {title}", fontsize=10)
+    axes[0].set_ylabel("MB (estimated)")
+    handles, names = [], []
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            if name not in names:
+                handles.append(handle)
+                names.append(name)
+    axes[-1].legend(handles, names, fontsize=7, loc="upper right")
+    return fig
+
+
+def _draw_bars(ax, bars: dict[str, dict[str, float]], measured_mb: dict[str, float]) -> None:
     labels = list(bars)
-    fig = _figure(figsize=(7, 3.8))
-    ax = fig.subplots()
     bottoms = [0.0] * len(labels)
     for component in COMPONENTS:
         heights = [bars[label][component] for label in labels]
@@ -39,26 +58,29 @@ def memory_figure(bars: dict[str, dict[str, float]], measured_mb: dict[str, floa
         bottoms = [b + h for b, h in zip(bottoms, heights)]
     for index, label in enumerate(labels):
         ax.annotate(f"{bottoms[index]:,.1f}", (index, bottoms[index]), ha="center", va="bottom", fontsize=8)
-        if measured_mb and label in measured_mb:
+        if label in measured_mb:
             ax.scatter([index], [measured_mb[label]], color="black", marker="D", zorder=3, label="measured peak")
-    ax.set_ylabel("MB (estimated)")
-    ax.set_title("memory per method at the same model size", fontsize=10)
-    ax.tick_params(axis="x", labelsize=8)
-    handles, names = ax.get_legend_handles_labels()
-    unique = dict(zip(names, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper right")
-    return fig
+    ax.tick_params(axis="x", labelsize=8, labelrotation=20)
 
 
-def memory_table(bars: dict[str, dict[str, float]], measured_mb: dict[str, float] | None = None) -> str:
-    """Markdown table of the bars, with the measured peak and its ratio to the estimate where measured."""
+def memory_table(
+    panels: dict[str, dict[str, dict[str, float]]], measured_mb: dict[str, dict[str, float]] | None = None
+) -> str:
+    """Markdown tables of the panels' bars, each under its model size, with the measured peak and its ratio to
+    the estimate where measured."""
+    return "\n\n".join(
+        f"**at {title}**\n\n{_bars_table(bars, (measured_mb or {}).get(title, {}))}" for title, bars in panels.items()
+    )
+
+
+def _bars_table(bars: dict[str, dict[str, float]], measured_mb: dict[str, float]) -> str:
     header = "| config | weights | gradients | optimizer state | activations | total (MB) | measured peak (MB) |"
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
     for label, parts in bars.items():
         total = sum(parts.values())
         measured = ""
-        if measured_mb and label in measured_mb:
-            measured = f"{measured_mb[label]:,.1f} ({measured_mb[label] / total:.2f}× est.)" if total else ""
+        if label in measured_mb and total:
+            measured = f"{measured_mb[label]:,.1f} ({measured_mb[label] / total:.2f}× est.)"
         cells = " | ".join(f"{parts[c]:,.1f}" for c in COMPONENTS)
         lines.append(f"| {label} | {cells} | {total:,.1f} | {measured} |")
     return "\n".join(lines)

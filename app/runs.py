@@ -12,6 +12,7 @@ the page or restarting the app re-attaches to runs that are still going:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hf_pept.checkpoints import complete_checkpoints, incomplete_checkpoints
 from hf_pept.stop_callback import STOP_FILE, request_stop
 
 PROCESS_FILE = "process.json"
@@ -43,12 +45,15 @@ class RunError(ValueError):
 class RunInfo:
     name: str
     path: Path
-    status: str  # running | stopping | finished | stopped | failed | unknown (not launched here, no summary yet)
+    # running | stopping | finished | stopped | preempted | diverged | dead | failed | unknown (not launched here,
+    # no summary yet); diverged / dead / preempted are the summary's own words (see hf_pept.divergence)
+    status: str
     pid: int | None
     command: list[str]
     last_step: int | None
     checkpoints: list[str]
     error_tail: str
+    incomplete_checkpoints: list[str] = dataclasses.field(default_factory=list)
 
 
 def cli_command() -> list[str]:
@@ -96,14 +101,13 @@ def _is_alive(record: dict | None) -> bool:
 
 
 def checkpoints(run_dir: Path) -> list[str]:
-    """Checkpoint folders of a run, oldest first (by step)."""
-    found = []
-    if run_dir.is_dir():
-        for child in run_dir.iterdir():
-            match = CHECKPOINT_PATTERN.match(child.name)
-            if match and child.is_dir():
-                found.append((int(match.group(1)), child.name))
-    return [name for _, name in sorted(found)]
+    """Complete checkpoint folders of a run (marked by the CLI once fully written), oldest first (by step)."""
+    return [p.name for p in complete_checkpoints(run_dir)]
+
+
+def incomplete(run_dir: Path) -> list[str]:
+    """Checkpoint folders the run did not finish writing (killed or out of disk while saving): never resumed from."""
+    return [p.name for p, _ in incomplete_checkpoints(run_dir)]
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -143,13 +147,14 @@ def run_info(run_dir: str | os.PathLike, name: str | None = None) -> RunInfo:
     elif stop:
         status = "stopped"
     elif has_summary:
-        status = "finished"
+        recorded_status = (_read_json(run_dir / SUMMARY_FILE) or {}).get("status")
+        status = recorded_status if recorded_status in ("preempted", "diverged", "dead") else "finished"
     elif record is None:
         status = "unknown"  # a plain `hf-pept train` run still going, or one that died: no process record
     else:
         status = "failed"
     error_tail = ""
-    if status == "failed":
+    if status in ("failed", "diverged", "dead"):
         error_tail = tail(run_dir / PROCESS_LOG) or tail(run_dir / "stdout.log")
     return RunInfo(
         name=name or run_dir.name,
@@ -160,6 +165,7 @@ def run_info(run_dir: str | os.PathLike, name: str | None = None) -> RunInfo:
         last_step=_last_step(run_dir),
         checkpoints=checkpoints(run_dir),
         error_tail=error_tail,
+        incomplete_checkpoints=incomplete(run_dir),
     )
 
 

@@ -1,5 +1,6 @@
-"""The Gradio Blocks: Configure (form generated from the CLI's dataclasses, command, snippet, memory), Runs (list,
-stop, resume, live charts, GPU), Compare (perplexity vs memory of finished runs).
+"""The Gradio Blocks: Configure (form generated from the CLI's dataclasses, command, snippet, memory at the run's
+model and at 1b), Runs (list, stop, resume, live charts, GPU), Compare (perplexity vs memory of finished runs, per
+model size). A run keeps one colour in every chart.
 
 Every component showing run state is refreshed from the run folders by a timer, so a reloaded page or a
 restarted app shows the same runs. Each tab is built and wired by its own function; the handlers are plain
@@ -15,9 +16,10 @@ from typing import Any
 import gradio as gr
 
 from . import charts, form, gpu, memory_view, runs
-from .backend import RUN_TABLE_HEADERS, Backend
+from .backend import REFERENCE_SIZE, RUN_TABLE_HEADERS, Backend
 
 REFRESH_SECONDS = 2.0
+RUN_MODEL = "the run's model"  # the memory size choice that follows the form's model
 ERROR_MARK = "⚠"  # starts every error message, so a stale one can be told from a report
 FIELDS_PER_ROW = 2
 CSS = """
@@ -57,11 +59,12 @@ class ConfigureTab:
     run_name: Any
     launch_button: Any
     launch_message: Any
+    memory_size: Any
     memory_plot: Any
     memory_table: Any
     measure_button: Any
     measure_message: Any
-    drawn_bars: Any  # per page: the bars last drawn, so unchanged bars are not redrawn
+    drawn_panels: Any  # per page: the memory panels last drawn, so unchanged ones are not redrawn
 
     def values(self, raw) -> dict:
         return {spec.name: value for spec, value in zip(self.specs, raw)}
@@ -133,7 +136,16 @@ def configure_tab(demo: gr.Blocks, backend: Backend) -> ConfigureTab:
                     )
                     launch_button = gr.Button("Launch run", variant="primary", elem_id="launch", scale=1)
                 launch_message = gr.Markdown(elem_id="launch-message")
-                gr.Markdown("### Memory (estimated)")
+                gr.Markdown(
+                    "### Memory (estimated)\nAt the chosen model size and, beside it, at "
+                    f"{REFERENCE_SIZE}: at a small model activations dominate and every method looks alike."
+                )
+                memory_size = gr.Dropdown(
+                    choices=[RUN_MODEL, *backend.model_sizes],
+                    value=RUN_MODEL,
+                    label="estimate at model size",
+                    elem_id="memory-size",
+                )
                 memory_plot = gr.Plot(label="memory", format="png")
                 memory_table = gr.Markdown(elem_id="memory-table")
                 measure_button = gr.Button("Measure (run a few steps of this config)", size="sm", elem_id="measure")
@@ -150,11 +162,12 @@ def configure_tab(demo: gr.Blocks, backend: Backend) -> ConfigureTab:
         run_name=run_name,
         launch_button=launch_button,
         launch_message=launch_message,
+        memory_size=memory_size,
         memory_plot=memory_plot,
         memory_table=memory_table,
         measure_button=measure_button,
         measure_message=measure_message,
-        drawn_bars=gr.State(None),
+        drawn_panels=gr.State(None),
     )
     form_outputs = [
         *tab.errors,
@@ -164,14 +177,14 @@ def configure_tab(demo: gr.Blocks, backend: Backend) -> ConfigureTab:
         *[accordion for _, accordion in tab.accordions],
         tab.memory_plot,
         tab.memory_table,
-        tab.drawn_bars,
+        tab.drawn_panels,
         tab.launch_button,
         tab.measure_button,
         tab.launch_message,
     ]
-    form_inputs = [tab.drawn_bars, tab.launch_message, *tab.inputs]
+    form_inputs = [tab.drawn_panels, tab.launch_message, tab.memory_size, *tab.inputs]
     handler = partial(on_form, backend, tab)
-    for component in tab.inputs:
+    for component in [*tab.inputs, tab.memory_size]:
         component.change(handler, inputs=form_inputs, outputs=form_outputs, trigger_mode="always_last")
     demo.load(handler, inputs=form_inputs, outputs=form_outputs)
     # a launch refused for its run name is fixed by another name
@@ -181,14 +194,15 @@ def configure_tab(demo: gr.Blocks, backend: Backend) -> ConfigureTab:
     )
     tab.measure_button.click(
         partial(on_measure, backend, tab),
-        inputs=tab.inputs,
+        inputs=[tab.memory_size, *tab.inputs],
         outputs=[tab.memory_plot, tab.memory_table, tab.measure_message],
     )
     return tab
 
 
-def on_form(backend: Backend, tab: ConfigureTab, last_bars, launch_message: str, *raw) -> dict:
-    """Errors at their fields, the command and snippet when valid, the method's sections, the memory bars.
+def on_form(backend: Backend, tab: ConfigureTab, last_panels, launch_message: str, memory_size: str, *raw) -> dict:
+    """Errors at their fields, the command and snippet when valid, the method's sections, the memory bars (at
+    ``memory_size`` and at the reference size).
 
     Launch and Measure are enabled only while the form is valid, and an error left by an earlier launch is
     cleared: it was about values that have changed since.
@@ -211,29 +225,33 @@ def on_form(backend: Backend, tab: ConfigureTab, last_bars, launch_message: str,
     for section, accordion in tab.accordions:
         out[accordion] = gr.update(visible=section.applies_to(state.method))
     try:
-        bars = backend.memory_bars(state)
+        panels = backend.memory_panels(state, _size(memory_size))
     except (ValueError, TypeError, OSError) as err:
         return {
             **out,
             tab.memory_plot: None,
             tab.memory_table: f"{ERROR_MARK} Cannot estimate memory for this config: {err}",
-            tab.drawn_bars: None,
+            tab.drawn_panels: None,
         }
-    if not bars and backend.estimate is None:
+    if not panels and backend.estimate is None:
         return {
             **out,
             tab.memory_plot: None,
             tab.memory_table: "Memory estimates need `hf_pept.memory` (not installed).",
-            tab.drawn_bars: None,
+            tab.drawn_panels: None,
         }
-    if bars and bars == last_bars:
-        return {**out, tab.memory_plot: gr.update(), tab.memory_table: gr.update(), tab.drawn_bars: last_bars}
+    if panels and panels == last_panels:
+        return {**out, tab.memory_plot: gr.update(), tab.memory_table: gr.update(), tab.drawn_panels: last_panels}
     return {
         **out,
-        tab.memory_plot: memory_view.memory_figure(bars) if bars else None,
-        tab.memory_table: memory_view.memory_table(bars) if bars else "",
-        tab.drawn_bars: bars,
+        tab.memory_plot: memory_view.memory_figure(panels) if panels else None,
+        tab.memory_table: memory_view.memory_table(panels) if panels else "",
+        tab.drawn_panels: panels,
     }
+
+
+def _size(memory_size: str | None) -> str | None:
+    return None if memory_size in (None, "", RUN_MODEL) else memory_size
 
 
 def is_error(message: str | None) -> bool:
@@ -256,20 +274,22 @@ def on_load_command(backend: Backend, tab: ConfigureTab, text: str) -> dict:
     }
 
 
-def on_measure(backend: Backend, tab: ConfigureTab, *raw) -> dict:
+def on_measure(backend: Backend, tab: ConfigureTab, memory_size: str, *raw) -> dict:
+    """A short run of the config; its measured peak is marked on the config's bar at the run's model."""
     state = backend.form_state(tab.values(raw))
     try:
         summary = backend.measure(state)
-        bars = backend.memory_bars(state)
+        panels = backend.memory_panels(state, _size(memory_size))
+        own_bars = backend.memory_bars(state)
     except (runs.RunError, ValueError, RuntimeError, OSError) as err:
         return {tab.measure_message: f"{ERROR_MARK} {err}"}
-    peak = float(summary[backend.memory_key])
-    label = next(iter(bars), None)
-    measured_mb = {label: peak} if label else {}
+    label = next(iter(own_bars), None)
+    own_title = backend.panel_title(state, str(state.typed.get(backend.schema.model_field)))
+    measured_mb = {own_title: {label: float(summary[backend.memory_key])}} if label else {}
     return {
-        tab.memory_plot: memory_view.memory_figure(bars, measured_mb) if bars else None,
-        tab.memory_table: memory_view.memory_table(bars, measured_mb) if bars else "",
-        tab.measure_message: memory_view.measured_note(summary, bars.get(label) if label else None),
+        tab.memory_plot: memory_view.memory_figure(panels, measured_mb) if panels else None,
+        tab.memory_table: memory_view.memory_table(panels, measured_mb) if panels else "",
+        tab.measure_message: memory_view.measured_note(summary, own_bars.get(label) if label else None),
     }
 
 
@@ -458,12 +478,20 @@ class CompareTab:
 def compare_tab(demo: gr.Blocks, backend: Backend, colors) -> CompareTab:
     """Perplexity against peak memory of the finished runs, and the newest `hf-pept compare` table."""
     with gr.Tab("Compare", id="compare"):
+        gr.Markdown(
+            "Finished runs, **one scatter per model size**: perplexities of different model sizes are not "
+            "comparable, so runs are only set side by side with runs of their own size."
+        )
         tab = CompareTab(
             refresh_button=gr.Button("Refresh comparison", size="sm"),
-            plot=gr.Plot(label="perplexity vs memory", format="png"),
-            table=gr.Dataframe(label="finished runs (summary.json)", interactive=False),
+            plot=gr.Plot(label="perplexity vs memory", format="png", elem_id="compare-plot"),
+            table=gr.Dataframe(
+                label="finished runs (summary.json), by model size", interactive=False, elem_id="compare-table"
+            ),
             csv_label=gr.Markdown(),
-            csv_table=gr.Dataframe(label="`hf-pept compare` table", interactive=False, visible=False),
+            csv_table=gr.Dataframe(
+                label="`hf-pept compare` table", interactive=False, visible=False, elem_id="compare-csv"
+            ),
             colors=colors,
         )
     outputs = [tab.plot, tab.table, tab.csv_label, tab.csv_table, tab.colors]
@@ -474,24 +502,33 @@ def compare_tab(demo: gr.Blocks, backend: Backend, colors) -> CompareTab:
 
 
 def on_compare(backend: Backend, tab: CompareTab, colors: dict) -> dict:
+    """The finished runs by model size (a scatter each, a table sorted by size), the `hf-pept compare` table;
+    numbers rounded to their unit."""
     import pandas as pd
 
-    rows = backend.comparison()
+    model_key = backend.schema.model_field
+    groups = charts.group_rows(backend.comparison(), model_key, backend.model_sizes)
     # the same assignment as the Runs tab's (every listed run), so a run has one colour in both
     colors = charts.run_colors([info.name for info in backend.list_runs()], colors)
     figure = (
-        charts.perplexity_memory_figure(rows, backend.perplexity_key, backend.memory_key, colors) if rows else None
+        charts.perplexity_memory_figure(groups, backend.perplexity_key, backend.memory_key, colors) if groups else None
     )
+    rows = [row for group in groups.values() for row in group]
+    first = ("run", model_key, backend.schema.method_field, backend.perplexity_key, backend.memory_key)
     csv_path, csv_rows = backend.compare_table()
     if csv_path is None:
         note = f"No `comparison.csv` under `{backend.runs_root}` yet: run `hf-pept compare` there."
         csv_update = gr.update(visible=False)
     else:
         note = f"From `{csv_path}`:"
-        csv_update = gr.update(value=pd.DataFrame(csv_rows[1:], columns=csv_rows[0]), visible=True)
+        header, body = (csv_rows[0], csv_rows[1:]) if csv_rows else ([], [])
+        cells = [
+            [charts.format_value(key, value) for key, value in zip(header, line + [""] * len(header))] for line in body
+        ]
+        csv_update = gr.update(value=pd.DataFrame(cells, columns=header), visible=True)
     return {
         tab.plot: figure,
-        tab.table: pd.DataFrame(rows).round(4) if rows else None,
+        tab.table: pd.DataFrame(charts.format_rows(rows, first)) if rows else None,
         tab.csv_label: note,
         tab.csv_table: csv_update,
         tab.colors: colors,

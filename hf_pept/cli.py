@@ -9,9 +9,10 @@ hf-pept app                                        the Gradio app (needs `pip in
 
 from __future__ import annotations
 
+import signal
 import sys
 
-from .runner import train
+from .runner import TrainingFailed, train
 
 COMMANDS = ("train", "compare", "estimate", "methods", "app")
 USAGE = __doc__
@@ -20,7 +21,9 @@ USAGE = __doc__
 def _train(argv: list[str]) -> int:
     from .run_args import parse_train_args
 
-    train(*parse_train_args(argv))
+    summary = train(*parse_train_args(argv))
+    if summary.get("signal"):  # preempted, after a clean checkpoint: exit as the signal would (SIGTERM: 143)
+        return 128 + signal.Signals[summary["signal"]].value
     return 0
 
 
@@ -78,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[command](rest)
     except SystemExit as exit_:  # argparse: --help (0) or a bad option (2, its one-line message already printed)
         return exit_.code if isinstance(exit_.code, int) else 2
+    except TrainingFailed as err:
+        print(f"hf-pept {command}: error: {err}", file=sys.stderr)
+        return 1
     except ValueError as err:
         # Bad input: one clear line, no traceback (the message names the value and what is valid).
         print(f"hf-pept {command}: error: {err}", file=sys.stderr)

@@ -102,6 +102,17 @@ class RunArguments:
     logging_steps: int = field(default=10, metadata={"help": "Write a metrics.jsonl record every N steps."})
     save_steps: int = field(default=500, metadata={"help": "Save a checkpoint every N steps (0 = only at the end)."})
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept in the run folder."})
+    max_bad_steps: int = field(
+        default=5,
+        metadata={
+            "help": "Updates with a non-finite gradient are skipped (weights and optimizer state untouched); after "
+            "this many in a row the run stops as diverged."
+        },
+    )
+    dead_steps: int = field(
+        default=20,
+        metadata={"help": "Stop the run as dead when the logged gradient norm is exactly 0 for this many steps."},
+    )
     seed: int = field(default=42, metadata={"help": "Seed of the model initialisation, data order and methods."})
     precision: Literal["auto", "bf16", "fp32"] = field(
         default="auto",
@@ -130,7 +141,8 @@ class RunArguments:
             _positive_int("RunArguments", name, getattr(self, name))
         for name in ("eval_steps", "save_steps", "save_total_limit", "seed"):
             _positive_int("RunArguments", name, getattr(self, name), allow_zero=True)
-        _positive_int("RunArguments", "logging_steps", self.logging_steps)
+        for name in ("logging_steps", "max_bad_steps", "dead_steps"):
+            _positive_int("RunArguments", name, getattr(self, name))
         for name in ("max_train_tokens", "max_eval_tokens"):
             if getattr(self, name) is not None:
                 _positive_int("RunArguments", name, getattr(self, name))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import platform
@@ -24,7 +25,10 @@ from typing import Any
 import torch
 
 from . import data, models
+from .checkpoints import CheckpointCallback, incomplete_checkpoints, last_complete_checkpoint, last_healthy_checkpoint
+from .divergence import DivergenceGuard
 from .metrics import MB, MetricsCallback
+from .preemption import PreemptionCallback
 from .run_args import PreparedRun, RunArguments, prepare
 from .stop_callback import StopFileCallback, stop_requested
 
@@ -130,7 +134,7 @@ def training_arguments(prepared: PreparedRun, run_dir: Path, device: str, bf16: 
         "eval_steps": run.eval_steps or None,
         "save_strategy": "steps",
         "save_steps": run.save_steps or run.max_steps,
-        "save_total_limit": run.save_total_limit or None,
+        "save_total_limit": None,  # rotation is CheckpointCallback's: after the completion mark, complete ones only
         "seed": run.seed,
         "data_seed": run.seed,
         "bf16": bf16,
@@ -145,15 +149,24 @@ def training_arguments(prepared: PreparedRun, run_dir: Path, device: str, bf16: 
     return TrainingArguments(**kwargs)
 
 
+class TrainingFailed(RuntimeError):
+    """The run stopped on a fault it reports in one line (divergence, a dead run, a full disk); its folder holds what
+    is needed to resume."""
+
+
+def _report_incomplete(run_dir: Path) -> None:
+    for folder, why in incomplete_checkpoints(run_dir):
+        print(f"hf-pept: {folder} is incomplete ({why}); not used, left in place", file=sys.stderr)
+
+
 def _resume_path(run: RunArguments, run_dir: Path) -> str | bool | None:
     if run.resume_from_checkpoint is None:
         return None
     if run.resume_from_checkpoint == "last":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+        _report_incomplete(run_dir)
+        last = last_complete_checkpoint(run_dir)
         if last is None:
-            raise ValueError(f"resume_from_checkpoint='last' but {run_dir} holds no checkpoint-N folder")
+            raise ValueError(f"resume_from_checkpoint='last' but {run_dir} holds no complete checkpoint-N folder")
         return last
     if not os.path.isdir(run.resume_from_checkpoint):
         raise ValueError(f"Checkpoint folder {run.resume_from_checkpoint!r} does not exist")
@@ -244,13 +257,47 @@ def _run_config(prepared: PreparedRun, args, model, corpus, vocab_size: int, dev
     }
 
 
-def _finish(trainer, metrics: MetricsCallback, run_dir: Path) -> tuple[str, dict[str, Any]]:
+def _finish(trainer, metrics: MetricsCallback, run_dir: Path, guard, preemption) -> tuple[str, dict[str, Any]]:
     """Evaluate at the last step if the schedule did not, finalise the metrics; ``(status, metrics summary)``."""
-    stopped = stop_requested(run_dir)
+    if guard.status:
+        status = guard.status
+    elif preemption.received:
+        status = "preempted"
+    else:
+        status = "stopped" if stop_requested(run_dir) else "finished"
     last_eval = next((r for r in reversed(trainer.state.log_history) if "eval_loss" in r), None)
-    if not stopped and (last_eval is None or last_eval.get("step") != trainer.state.global_step):
+    if status == "finished" and (last_eval is None or last_eval.get("step") != trainer.state.global_step):
         trainer.evaluate()  # the table's perplexity is always at the last step
-    return ("stopped" if stopped else "finished"), metrics.finalize(trainer.state, trainer.optimizer)
+    return status, metrics.finalize(trainer.state, trainer.optimizer)
+
+
+def _train_or_explain(trainer, resume, run_dir: Path) -> None:
+    """``trainer.train``; a full disk becomes a :class:`TrainingFailed` naming the checkpoint to resume from."""
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        last = last_complete_checkpoint(run_dir)
+        resume_hint = f"the last complete checkpoint is {last}" if last else "no complete checkpoint was saved yet"
+        raise TrainingFailed(
+            f"no space left on device ({err}); {resume_hint}: free space, then resume with --resume_from_checkpoint "
+            "last"
+        ) from None
+
+
+def _done_line(summary: dict[str, Any], summary_path: Path) -> str:
+    """``done: 200 steps, eval perplexity 41.20, peak memory 900 MB, 1200 tokens/s, 95 s; summary in ...``."""
+    parts = [f"{summary['steps']} steps"]
+    for key, label, fmt in (
+        ("eval_perplexity", "eval perplexity ", "{:.2f}"),
+        ("peak_memory_mb", "peak memory ", "{:.0f} MB"),
+        ("tokens_per_second", "", "{:.0f} tokens/s"),
+        ("wall_time_s", "", "{:.0f} s"),
+    ):
+        if isinstance(summary.get(key), (int, float)):
+            parts.append(label + fmt.format(summary[key]))
+    return f"done: {', '.join(parts)}; summary in {summary_path}"
 
 
 def _train_in(prepared: PreparedRun, run_dir: Path, resume) -> dict[str, Any]:
@@ -278,22 +325,25 @@ def _train_in(prepared: PreparedRun, run_dir: Path, resume) -> dict[str, Any]:
     _write_json(run_dir / CONFIG_FILE, _run_config(prepared, args, model, corpus, len(tokenizer), device, precision))
     tokens_per_step = run.batch_size * run.gradient_accumulation_steps * args.world_size * run.seq_len
     metrics = MetricsCallback(run_dir, tokens_per_step=tokens_per_step)
+    guard = DivergenceGuard(max_bad_steps=run.max_bad_steps, dead_steps=run.dead_steps)
+    preemption = PreemptionCallback()
+    checkpoints = CheckpointCallback(run.save_total_limit or None, healthy=guard.healthy)  # last: sees every flag
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
-        callbacks=[metrics, StopFileCallback(run_dir)],
+        callbacks=[metrics, StopFileCallback(run_dir), preemption, guard, checkpoints],
     )
     trained_params = models.count_parameters(trainer.model, trainable_only=True)
     print(
         f"model: {total_params / 1e6:.2f}M parameters, {trained_params / 1e6:.2f}M trained ({run.method}); "
         f"{device}, {precision}; {tokens_per_step:,} tokens per optimizer step"
     )
-    trainer.train(resume_from_checkpoint=resume)
+    _train_or_explain(trainer, resume, run_dir)
     # After training: ReLoRA's warm start trains the adapted weights too, its low-rank phase only the factors.
     trained_params = models.count_parameters(trainer.model, trainable_only=True)
-    status, totals = _finish(trainer, metrics, run_dir)
+    status, totals = _finish(trainer, metrics, run_dir, guard, preemption)
     summary = {
         "method": run.method,
         "model": run.model,
@@ -308,16 +358,25 @@ def _train_in(prepared: PreparedRun, run_dir: Path, resume) -> dict[str, Any]:
         "device": device,
         "precision": precision,
         "hardware": hardware_line(device),
+        "skipped_updates": guard.skipped,
+        "last_complete_checkpoint": last_complete_checkpoint(run_dir),
     }
+    if preemption.received:
+        summary["signal"] = preemption.received
+    if guard.failure:
+        summary["failure"] = guard.failure
     _write_json(run_dir / SUMMARY_FILE, summary)
-    ppl = summary.get("eval_perplexity")
-    print(
-        f"done: {summary['steps']} steps, eval perplexity {ppl:.2f}, peak memory {summary['peak_memory_mb']:.0f} MB, "
-        f"{summary['tokens_per_second']:.0f} tokens/s, {summary['wall_time_s']:.0f} s; summary in {run_dir / SUMMARY_FILE}"
-        if ppl is not None
-        else f"done: {summary['steps']} steps; summary in {run_dir / SUMMARY_FILE}"
-    )
+    if guard.failure:
+        healthy = last_healthy_checkpoint(run_dir)
+        where = f"last healthy checkpoint: {healthy}" if healthy else "no healthy checkpoint was saved"
+        raise TrainingFailed(f"{guard.failure} ({where}; summary in {run_dir / SUMMARY_FILE})")
+    if preemption.received:
+        print(
+            f"stopped on {preemption.received} at step {summary['steps']} with a checkpoint; resume with "
+            "--resume_from_checkpoint last"
+        )
+    print(_done_line(summary, run_dir / SUMMARY_FILE))
     return summary
 
 
-__all__ = ["train", "apply_method", "training_arguments", "resolve_device", "hardware_line", "MB"]
+__all__ = ["TrainingFailed", "train", "apply_method", "training_arguments", "resolve_device", "hardware_line", "MB"]

@@ -6,7 +6,7 @@ one: 2× W's size in extra traffic and a full-size fp32 temporary). The product 
 is fp32 (as the reference's upcast does) and in the factors' dtype otherwise, where every product is exact in the
 fp32 accumulator.
 
-Re-initialising A and zeroing B in the same pass (issue 5 item 3) is not done: the factors are r/min(m, n) of W's
+Re-initialising A and zeroing B in the same pass is not done: the factors are r/min(m, n) of W's
 size, so it would save under 1 % of the traffic, and drawing A inside the kernel would leave torch's RNG stream,
 which keeps re-initialised factors identical on every data-parallel rank and across a resume.
 """

@@ -173,7 +173,7 @@ def test_other_bad_command_lines_are_clear_errors(cache_dir, tmp_path, capsys):
 
     assert main(["fly"]) == 2
     assert main(["train", "--resume_from_checkpoint", "last", "--output_dir", str(tmp_path / "empty")]) == 2
-    assert "no checkpoint" in capsys.readouterr().err
+    assert "no complete checkpoint" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["train", "compare", "estimate", "methods", "app"])

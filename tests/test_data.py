@@ -113,7 +113,7 @@ def test_bad_inputs_are_clear_errors(tmp_path, tokenizer, monkeypatch):
     with pytest.raises(ValueError, match=r"\.txt or \.jsonl"):
         data.load_corpus(str(other))
     monkeypatch.setitem(sys.modules, "datasets", None)
-    with pytest.raises(ImportError, match="pip install datasets"):
+    with pytest.raises(ValueError, match="pip install datasets"):
         data.load_corpus("someone/some-hub-dataset")
     with pytest.raises(ValueError, match="seq_len"):
         data.TokenBlockDataset(torch.arange(10), 1)

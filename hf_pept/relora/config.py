@@ -50,10 +50,23 @@ class ReLoRAConfig(PeftConfig):
         default=None, metadata={"help": "Module names or a regex of layers never to adapt."}
     )
     layers_to_transform: list[int] | int | None = field(
-        default=None, metadata={"help": "Only adapt the layers with these indices (needs layers_pattern to be found)."}
+        default=None,
+        metadata={
+            "help": (
+                "Only adapt the layers with these indices, e.g. [0, 1]: the listed target_modules inside them, or "
+                "every linear layer inside them with target_modules=None. Not with a regex or 'all-linear' "
+                "target_modules (as in peft's LoraConfig)."
+            )
+        },
     )
     layers_pattern: list[str] | str | None = field(
-        default=None, metadata={"help": "Name of the layer list holding the indexed layers, e.g. 'layers' or 'h'."}
+        default=None,
+        metadata={
+            "help": (
+                "Name of the layer list holding the indexed layers, e.g. 'layers' or 'h' (default: the first "
+                "numbered segment of a module's name); only with layers_to_transform."
+            )
+        },
     )
     target_parameters: list[str] | None = field(
         default=None, metadata={"help": "Not supported by ReLoRA (kept for peft's matching code); leave None."}
@@ -153,6 +166,16 @@ class ReLoRAConfig(PeftConfig):
             raise ValueError(
                 f"ReLoRA adapts linear modules only; target_parameters must be None, got {self.target_parameters!r}"
             )
+        if isinstance(self.target_modules, str):
+            # peft matches a str target_modules as one regex (or 'all-linear') and skips its layer filter, so the
+            # layers would be adapted all the same; LoraConfig refuses this with the same words.
+            for name in ("layers_to_transform", "layers_pattern"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"`{name}` cannot be used when `target_modules` is a str (got {self.target_modules!r}): "
+                        "list the module names, e.g. target_modules=['q_proj', 'v_proj'], or leave "
+                        "target_modules=None to adapt every linear layer of the chosen layers"
+                    )
         if self.layers_pattern and self.layers_to_transform is None:
             raise ValueError("layers_pattern is only used with layers_to_transform; set both or neither")
         for name in ("relora_steps", "restart_warmup_steps", "warm_start_steps"):

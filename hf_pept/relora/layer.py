@@ -108,7 +108,8 @@ class Linear(nn.Module, ReLoRALayer):
                     merged = weight.data.clone()
                     merge_lora_(merged, lora_A, lora_B, self.scaling[name])
                     if not torch.isfinite(merged).all():
-                        raise ValueError(f"NaNs or infs in the merged weights of adapter {name!r}; nothing merged")
+                        # peft's tuners' wording, word for word
+                        raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be broken")
                     weight.data.copy_(merged)
                 else:
                     merge_lora_(weight.data, lora_A, lora_B, self.scaling[name])

@@ -39,6 +39,18 @@ class ReLoRAModel(BaseTuner):
             peft_config.target_modules = ALL_LINEAR
         return peft_config
 
+    def _prepare_model(self, peft_config: ReLoRAConfig, model: nn.Module) -> None:
+        if peft_config.layers_to_transform is not None and peft_config.target_modules == ALL_LINEAR:
+            # target_modules=None with layers_to_transform. peft would expand 'all-linear' to full module names,
+            # which it matches without its layer filter; the names' last segments (q_proj, ...) go through the
+            # filter, which keeps the linear layers inside the chosen layers (so never the output head).
+            head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+            peft_config.target_modules = {
+                name.rsplit(".", 1)[-1]
+                for name, module in model.named_modules()
+                if isinstance(module, nn.Linear) and module is not head
+            }
+
     def _check_new_adapter_config(self, config: ReLoRAConfig) -> None:
         super()._check_new_adapter_config(config)
         if len(self.peft_config) > 1:

@@ -29,11 +29,11 @@ class FakeRunArguments:
 
 @dataclass
 class FakeGaLore:
-    rank: int = field(default=128, metadata={"help": "rank"})
+    rank: int | None = field(default=None, metadata={"help": "rank (empty: the method's default)"})
     update_proj_gap: int = field(default=200, metadata={"help": "T"})
 
     def __post_init__(self):
-        if self.rank < 1:
+        if self.rank is not None and self.rank < 1:
             raise ValueError(f"GaLore `rank` must be >= 1, got {self.rank}")
 
 
@@ -58,7 +58,7 @@ def fake_estimate(method: str, typed: dict) -> dict:
     params = 1_000_000
     optimizer = {"full": 2 * 4 * params, "lora": 0.1 * 8 * params, "relora": 0.1 * 8 * params}.get(method)
     if optimizer is None:
-        optimizer = 8 * params * typed.get("rank", 128) / 512
+        optimizer = 8 * params * typed.get("rank", 128) / 512  # a rank of None would fail here
     return {"weights": 4 * params, "gradients": 4 * params, "optimizer_state": optimizer, "activations": 2**21}
 
 

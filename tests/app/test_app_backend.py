@@ -65,10 +65,33 @@ def test_memory_bars_put_the_chosen_config_beside_the_reference_methods(backend)
     assert bars["galore"]["optimizer_state"] == pytest.approx(8_000_000 * 32 / 512 / mb)
 
 
+def test_memory_panels_put_the_1b_estimate_beside_the_run_model_and_pass_no_empty_rank(tmp_path):
+    calls = []
+
+    def estimate(method, typed):
+        calls.append((method, typed.get("model"), "rank" in typed))
+        scale = {"tiny": 1, "60m": 100, "1b": 10_000}[typed["model"]]
+        return {name: scale * value for name, value in fake_estimate(method, typed).items()}
+
+    backend = Backend(fake_schema(), tmp_path, estimate=estimate)
+    state = backend.form_state(defaults(backend, rank=""))
+    panels = backend.memory_panels(state)
+    assert list(panels) == ["tiny (the run's model)", "1b"]
+    assert list(panels["1b"]) == ["this config (galore)", "full-rank AdamW", "lora", "relora", "galore"]
+    tiny, big = panels["tiny (the run's model)"]["full-rank AdamW"], panels["1b"]["full-rank AdamW"]
+    assert big["optimizer_state"] == pytest.approx(10_000 * tiny["optimizer_state"])
+    assert {model for _, model, _ in calls} == {"tiny", "1b"}
+    assert not any(has_rank for _, _, has_rank in calls)  # an empty rank is the estimate's own default
+    # another size in place of the run's model; 1b chosen is shown once
+    assert list(backend.memory_panels(state, "60m")) == ["60m", "1b"]
+    assert list(backend.memory_panels(state, "1b")) == ["1b"]
+    assert list(backend.memory_panels(backend.form_state(defaults(backend, model="1b")))) == ["1b (the run's model)"]
+
+
 def test_load_command_round_trips_through_the_parser(backend):
     values = backend.load_command("hf-pept train --method relora --relora_steps 50 --max_steps 7")
     assert values["method"] == "relora" and values["relora_steps"] == "50" and values["max_steps"] == "7"
-    assert values["rank"] == "128"
+    assert values["rank"] == ""  # not on the command line: the default
     with pytest.raises(ValueError, match="invalid choice"):
         backend.load_command("hf-pept train --method sgd")
 

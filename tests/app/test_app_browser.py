@@ -157,6 +157,9 @@ def test_configure_launch_watch_and_stop_in_the_browser(app_url, tmp_path):
         page.goto(url)
         command = page.locator("#command")
         expect(command).to_contain_text("hf-pept train", timeout=20_000)
+        # the memory estimate at the run's model, and at 1b beside it
+        expect(page.locator("#memory-table")).to_contain_text("at tiny (the run's model)")
+        expect(page.locator("#memory-table")).to_contain_text("at 1b")
 
         # A bad value gets the config's own message next to the field, no command, and no Launch button.
         _fill(page, "learning_rate", "fast")
@@ -168,7 +171,7 @@ def test_configure_launch_watch_and_stop_in_the_browser(app_url, tmp_path):
 
         # A dataset path that does not exist is named at its field; the small corpus then passes.
         _fill(page, "dataset", str(tmp_path / "missing.txt"))
-        expect(page.locator("#error-dataset")).to_contain_text("no file or folder", timeout=10_000)
+        expect(page.locator("#error-dataset")).to_contain_text("missing.txt", timeout=10_000)
         _fill(page, "dataset", str(_small_corpus(tmp_path / "corpus.txt")))
         expect(page.locator("#error-dataset")).to_be_hidden(timeout=10_000)
 

@@ -88,8 +88,63 @@ def test_comparison_rows_come_from_summaries_of_finished_runs(tmp_path):
     rows = charts.comparison_rows([tmp_path / "a", tmp_path / "b"])
     assert rows == [{"run": "a", "method": "galore", "eval_perplexity": 30.5, "peak_memory_mb": 120.0}]
     pytest.importorskip("matplotlib")
-    fig = charts.perplexity_memory_figure(rows, "eval_perplexity", "peak_memory_mb")
+    fig = charts.perplexity_memory_figure({"20m": rows}, "eval_perplexity", "peak_memory_mb")
     assert fig.axes[0].collections[0].get_offsets().tolist() == [[120.0, 30.5]]
+
+
+def test_runs_of_different_model_sizes_get_one_scatter_each():
+    pytest.importorskip("matplotlib")
+    rows = [
+        {"run": "a", "model": "60m", "eval_perplexity": 30.0, "peak_memory_mb": 500.0},
+        {"run": "b", "model": "tiny", "eval_perplexity": 90.0, "peak_memory_mb": 20.0},
+        {"run": "c", "model": "60m", "eval_perplexity": 32.0, "peak_memory_mb": 300.0},
+        {"run": "d", "eval_perplexity": 50.0, "peak_memory_mb": 40.0},  # an older summary without its model
+    ]
+    groups = charts.group_rows(rows, "model", order=("tiny", "20m", "60m"))
+    assert {name: [row["run"] for row in group] for name, group in groups.items()} == {
+        "tiny": ["b"],
+        "60m": ["a", "c"],
+        "?": ["d"],
+    }
+    assert list(groups) == ["tiny", "60m", "?"]  # sizes in their order, before the unknown
+    fig = charts.perplexity_memory_figure(groups, "eval_perplexity", "peak_memory_mb")
+    panels = fig.axes[:3]
+    assert [ax.get_title() for ax in panels] == ["model tiny", "model 60m", "model ?"]
+    points = [[c.get_offsets().tolist()[0] for c in ax.collections] for ax in panels]
+    assert points == [[[20.0, 90.0]], [[500.0, 30.0], [300.0, 32.0]], [[40.0, 50.0]]]
+
+
+@pytest.mark.parametrize(
+    "key, value, shown",
+    [
+        ("eval_perplexity", 40.14272689819336, "40.14"),
+        ("eval perplexity", "40.14272689819336", "40.14"),  # a comparison.csv cell
+        ("peak_memory_mb", 1234.5678, "1,234.6"),
+        ("optimizer state (MB)", "0.123456", "0.1"),
+        ("tokens_per_second", 10543.77, "10,544"),
+        ("wall_time_s", 61.25, "61.2"),
+        ("train_seconds", "12.04", "12.0"),
+        ("eval_loss", 3.692871, "3.6929"),
+        ("gap_to_full_pct", 2.345, "+2.3"),
+        ("trained_params", 1234567, "1,234,567"),
+        ("steps", 200, "200"),
+        ("lr", 0.000123456, "0.0001235"),
+        ("method", "galore", "galore"),
+        ("fira", True, "True"),
+        ("eval_perplexity", None, ""),
+        ("eval_perplexity", float("nan"), "n/a"),
+    ],
+)
+def test_table_numbers_are_rounded_to_their_unit(key, value, shown):
+    assert charts.format_value(key, value) == shown
+
+
+def test_format_rows_puts_the_named_columns_first():
+    rows = [{"steps": 3, "eval_perplexity": 12.345, "run": "a"}, {"run": "b", "model": "1b"}]
+    assert charts.format_rows(rows, first=("run", "model", "eval_perplexity")) == [
+        {"run": "a", "model": "", "eval_perplexity": "12.35", "steps": "3"},
+        {"run": "b", "model": "1b", "eval_perplexity": "", "steps": ""},
+    ]
 
 
 def test_figures_are_not_kept_by_pyplot(tmp_path):
@@ -119,7 +174,7 @@ def test_each_figure_draws_a_run_in_its_given_colour(tmp_path):
     fig = charts.training_figure([charts.read_metrics(tmp_path / n) for n in ("a", "b")], colors=colors)
     assert {line.get_label(): line.get_color() for line in fig.axes[0].lines if line.get_label() in colors} == colors
     rows = [{"run": name, "eval_perplexity": 10.0, "peak_memory_mb": 5.0} for name in ("a", "b")]
-    fig = charts.perplexity_memory_figure(rows, "eval_perplexity", "peak_memory_mb", colors)
+    fig = charts.perplexity_memory_figure({"tiny": rows}, "eval_perplexity", "peak_memory_mb", colors)
     drawn = [matplotlib_hex(points.get_facecolor()[0]) for points in fig.axes[0].collections]
     assert drawn == [colors["a"], colors["b"]]
 
@@ -128,3 +183,10 @@ def matplotlib_hex(rgba) -> str:
     from matplotlib.colors import to_hex
 
     return to_hex(rgba)
+
+
+def test_every_event_the_cli_records_has_a_marker_style():
+    from hf_pept.divergence import SKIP_EVENT, STOP_EVENT
+    from hf_pept.galore.optimizer import PROJECTOR_EVENT
+
+    assert {SKIP_EVENT, STOP_EVENT, PROJECTOR_EVENT, "relora_merge", "optimizer_reset"} <= set(charts.EVENT_STYLES)

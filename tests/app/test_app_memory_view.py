@@ -24,24 +24,30 @@ def test_breakdown_reads_mappings_and_objects_and_names_a_missing_component():
         memory_view.breakdown_mb({k: v for k, v in parts.items() if k != "activations"})
 
 
-def test_table_totals_and_measured_ratio():
+def test_table_totals_and_measured_ratio_per_model_size():
     bars = {
         "this config (galore)": {"weights": 4.0, "gradients": 4.0, "optimizer_state": 1.0, "activations": 1.0},
         "full-rank AdamW": {"weights": 4.0, "gradients": 4.0, "optimizer_state": 8.0, "activations": 1.0},
     }
-    table = memory_view.memory_table(bars, {"this config (galore)": 12.5})
-    rows = table.splitlines()[2:]
-    assert rows[0] == "| this config (galore) | 4.0 | 4.0 | 1.0 | 1.0 | 10.0 | 12.5 (1.25× est.) |"
+    table = memory_view.memory_table({"tiny (the run's model)": bars, "1b": bars}, {"1b": {"full-rank AdamW": 34.0}})
+    first, second = table.split("\n\n**at 1b**\n\n")
+    assert first.splitlines()[0] == "**at tiny (the run's model)**"
+    rows = first.splitlines()[4:]
+    assert rows[0] == "| this config (galore) | 4.0 | 4.0 | 1.0 | 1.0 | 10.0 |  |"
     assert rows[1] == "| full-rank AdamW | 4.0 | 4.0 | 8.0 | 1.0 | 17.0 |  |"
+    assert second.splitlines()[3] == "| full-rank AdamW | 4.0 | 4.0 | 8.0 | 1.0 | 17.0 | 34.0 (2.00× est.) |"
 
 
-def test_figure_stacks_the_four_components():
+def test_figure_stacks_the_four_components_in_one_panel_per_size():
     pytest.importorskip("matplotlib")
     bars = {"a": {"weights": 1.0, "gradients": 2.0, "optimizer_state": 3.0, "activations": 4.0}}
-    fig = memory_view.memory_figure(bars, {"a": 9.0})
-    patches = fig.axes[0].patches
-    assert [(p.get_y(), p.get_height()) for p in patches] == [(0.0, 1.0), (1.0, 2.0), (3.0, 3.0), (6.0, 4.0)]
-    assert fig.axes[0].collections[0].get_offsets().tolist() == [[0.0, 9.0]]
+    big = {"a": {"weights": 10.0, "gradients": 20.0, "optimizer_state": 30.0, "activations": 4.0}}
+    fig = memory_view.memory_figure({"tiny": bars, "1b": big}, {"tiny": {"a": 9.0}})
+    small_ax, big_ax = fig.axes[:2]
+    assert [(p.get_y(), p.get_height()) for p in small_ax.patches] == [(0.0, 1.0), (1.0, 2.0), (3.0, 3.0), (6.0, 4.0)]
+    assert [p.get_height() for p in big_ax.patches] == [10.0, 20.0, 30.0, 4.0]
+    assert small_ax.collections[0].get_offsets().tolist() == [[0.0, 9.0]] and not big_ax.collections
+    assert (small_ax.get_title(), big_ax.get_title()) == ("at tiny", "at 1b")
 
 
 def test_measured_note_puts_measured_beside_estimated_optimizer_state():

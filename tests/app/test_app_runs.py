@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hf_pept.app import runs
+from hf_pept.checkpoints import MARK_FILE, mark_complete
 
 FAKE_CLI = r"""
 import json, os, sys, time
@@ -27,6 +28,8 @@ with open(os.path.join(out, "metrics.jsonl"), "a") as f:
         f.write(json.dumps({"step": step, "loss": 10.0 / step}) + "\n"); f.flush()
         if os.path.exists(os.path.join(out, "STOP")):
             os.makedirs(os.path.join(out, f"checkpoint-{step}"))
+            # the completion mark the real CLI writes last (hf_pept.checkpoints), here with no files listed
+            json.dump({"step": step, "files": {}}, open(os.path.join(out, f"checkpoint-{step}", MARK), "w"))
             sys.exit(0)
         if "--steps" in argv and step >= start + int(argv[argv.index("--steps") + 1]):
             break
@@ -38,7 +41,7 @@ json.dump({"final_loss": 0.1}, open(os.path.join(out, "summary.json"), "w"))
 @pytest.fixture
 def fake_cli(tmp_path):
     script = tmp_path / "fake_cli.py"
-    script.write_text(FAKE_CLI)
+    script.write_text(f"MARK = {MARK_FILE!r}\n" + FAKE_CLI)
     return [sys.executable, str(script)]
 
 
@@ -145,3 +148,23 @@ def test_the_method_folders_of_a_compare_run_are_listed_under_its_folder(tmp_pat
     assert listed["compare/galore"].path == tmp_path / "compare" / "galore"
     assert (listed["compare/galore"].status, listed["compare/full"].status) == ("finished", "unknown")
     assert listed["compare/full"].last_step == 2
+
+
+def test_incomplete_checkpoints_and_diverged_runs_are_shown_as_such(tmp_path):
+    from hf_pept.app.backend import Backend
+    from hf_pept.app.schema import load_schema
+
+    run_dir = tmp_path / "nan-run"
+    for step in (10, 20):
+        (run_dir / f"checkpoint-{step}").mkdir(parents=True)
+        (run_dir / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"x" * step)
+    mark_complete(run_dir / "checkpoint-10", 10)  # checkpoint-20: the run was killed while writing it
+    (run_dir / "summary.json").write_text(json.dumps({"status": "diverged", "steps": 23}))
+    info = runs.run_info(run_dir)
+    assert (info.status, info.checkpoints, info.incomplete_checkpoints) == (
+        "diverged",
+        ["checkpoint-10"],
+        ["checkpoint-20"],
+    )
+    row = Backend(load_schema(), tmp_path).run_table([info])[0]
+    assert row[1] == "diverged" and row[3] == "1 (+1 incomplete: checkpoint-20)"

@@ -112,3 +112,47 @@ def test_a_run_keeps_its_colour_across_refreshes_and_tabs(demo, backend):
         for text, dots in zip(figure.axes[0].texts, figure.axes[0].collections)
     }
     assert points == after
+
+
+def test_the_memory_panel_follows_the_run_model_or_the_chosen_size_with_1b_beside_it(demo):
+    size, table = component(demo, "memory-size"), component(demo, "memory-table")
+    assert size.value == ui.RUN_MODEL and "60m" in [value for _, value in size.choices]
+    out = call(demo, "on_form")
+    assert "**at tiny (the run's model)**" in out[table] and "**at 1b**" in out[table]
+    out = call(demo, "on_form", values={size: "60m"})
+    assert "**at 60m**" in out[table] and "**at 1b**" in out[table] and "tiny" not in out[table]
+    wired = [fn for fn in demo.fns.values() if getattr(fn.fn, "func", None) is ui.on_form]
+    assert any((size._id, "change") in [tuple(target) for target in fn.targets] for fn in wired)
+
+
+def test_compare_separates_model_sizes_and_rounds_its_numbers(demo, backend):
+    import json
+
+    for name, model, ppl in (
+        ("big", "60m", 30.123456),
+        ("small", "tiny", 90.987654),
+        ("compare/galore", "20m", 40.14272689819336),
+    ):
+        write_run(backend.runs_root, name)
+        summary = {
+            "model": model,
+            "method": "galore",
+            "eval_perplexity": ppl,
+            "peak_memory_mb": 30.25,
+            "tokens_per_second": 1234.56,
+        }
+        (backend.runs_root / name / "summary.json").write_text(json.dumps(summary))
+    (backend.runs_root / "compare" / "comparison.csv").write_text(
+        "method,eval_perplexity,peak_memory_mb\ngalore,40.14272689819336,812.345\n"
+    )
+    out = call(demo, "on_compare")
+    figure = out[component(demo, "compare-plot")]
+    assert [ax.get_title() for ax in figure.axes] == ["model tiny", "model 20m", "model 60m"]
+    table = out[component(demo, "compare-table")]
+    assert list(table.columns[:5]) == ["run", "model", "method", "eval_perplexity", "peak_memory_mb"]
+    assert table[["run", "eval_perplexity", "peak_memory_mb", "tokens_per_second"]].values.tolist() == [
+        ["small", "90.99", "30.2", "1,235"],
+        ["compare/galore", "40.14", "30.2", "1,235"],
+        ["big", "30.12", "30.2", "1,235"],
+    ]
+    assert out[component(demo, "compare-csv")]["value"].values.tolist() == [["galore", "40.14", "812.3"]]

@@ -2,8 +2,9 @@
 
 import math
 
+import pytest
 import torch
-from peft import get_peft_model
+from peft import LoraConfig, get_peft_model
 from relora_helpers import tiny_llama
 
 from hf_pept.relora import ReLoRAConfig
@@ -71,3 +72,24 @@ def test_peft_merge_and_unmerge_round_trip():
     torch.testing.assert_close(W.double(), expected, rtol=1e-6, atol=1e-6)
     layer.unmerge()
     torch.testing.assert_close(W, original, rtol=0, atol=1e-5)
+
+
+def test_a_non_finite_safe_merge_raises_in_peft_lora_words_and_merges_nothing():
+    lora = get_peft_model(tiny_llama(), LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    lora_layer = lora.base_model.model.model.layers[0].self_attn.q_proj
+    with torch.no_grad():
+        lora_layer.lora_B["default"].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError) as reference:
+        lora_layer.merge(safe_merge=True)
+
+    model = _trained_looking_model()
+    layer = next(layer for _, layer in model.base_model.relora_layers())
+    weight = layer.get_base_layer().weight
+    original = weight.detach().clone()
+    with torch.no_grad():
+        layer.relora_B["default"].weight[0, 0] = float("inf")
+    with pytest.raises(ValueError) as error:
+        layer.merge(safe_merge=True)
+    assert str(error.value) == str(reference.value)
+    assert str(error.value) == "NaNs detected in the merged weights. The adapter default seems to be broken"
+    assert torch.equal(weight, original) and not layer.merged
