@@ -50,8 +50,8 @@ class SSTConfig(PeftConfig):
         default=None,
         metadata={
             "help": (
-                "Module names (or suffixes) or one regex of the linear layers to decompose, e.g. ['q_proj', 'v_proj']; "
-                "'all-linear' or None decomposes every linear layer except the output head."
+                "Module names (or suffixes) or one regex of the linear layers to decompose, e.g. "
+                "['q_proj', 'v_proj']; 'all-linear' or None decomposes every linear layer except the output head."
             )
         },
     )
