@@ -172,7 +172,11 @@ def plot(runs: dict[str, tuple[dict, list[dict]]], rows: list[dict[str, Any]], p
     fig, (curves, bars, state_bars) = plt.subplots(
         1, 3, figsize=(15, 4.5), constrained_layout=True, gridspec_kw={"width_ratios": [2, 1, 1]}
     )
-    marker_styles = {"relora_merge": ("v", "ReLoRA merge"), "projector_update": ("|", "GaLore projector refresh")}
+    marker_styles = {
+        "relora_merge": ("v", "ReLoRA merge"),
+        "projector_update": ("|", "GaLore projector refresh"),
+        "sst_resvd": ("x", "SST re-SVD"),
+    }
     for method, (_, records) in runs.items():
         points = [(r["step"], r["eval_perplexity"]) for r in records if "eval_perplexity" in r]
         if not points:
