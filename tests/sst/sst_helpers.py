@@ -85,3 +85,19 @@ def weight_reference(layer, name: str = "default") -> torch.Tensor:
 
 def sst_layers(model):
     return [layer for _, layer in model.base_model.sst_layers()]
+
+
+def saved_activation_bytes(model, ids) -> int:
+    """Bytes of the tensors autograd saves for backward (parameters excluded), each storage counted once."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=ids, labels=ids).loss.backward()
+    return sum(saved.values())

@@ -5,7 +5,15 @@ import itertools
 
 import pytest
 import torch
-from sst_helpers import TOKENS, full_factors_reference, sst_layers, sst_model, tiny_llama, weight_reference
+from sst_helpers import (
+    TOKENS,
+    full_factors_reference,
+    saved_activation_bytes,
+    sst_layers,
+    sst_model,
+    tiny_llama,
+    weight_reference,
+)
 from torch import nn
 
 from hf_pept.sst import Linear, sample_active, sampling_probabilities
@@ -217,3 +225,17 @@ def test_disabled_adapter_says_there_is_no_base_weight():
     model = sst_model()
     with pytest.raises(RuntimeError, match="no base weight"), model.disable_adapter(), torch.no_grad():
         model(input_ids=TOKENS)
+
+
+def test_saved_activations_stay_within_the_plain_models_estimate():
+    """The autograd function keeps only each layer's input (W is rebuilt in backward), so SST's activations are a
+    plain LLaMA's: hf_pept.memory counts them with the same formula."""
+    from hf_pept import memory, run_args
+    from hf_pept.models import build_llama
+    from hf_pept.runner import apply_method
+
+    model = build_llama("tiny", 512, max_position_embeddings=64, seed=0)
+    model = apply_method(model, run_args.prepare(run_args.RunArguments(method="sst", model="tiny")))
+    measured = saved_activation_bytes(model, torch.randint(0, 512, (4, 64)))
+    estimated = memory.estimate("sst", model="tiny", vocab_size=512, seq_len=64, batch_size=4).activations
+    assert abs(estimated - measured) / measured < 0.2, (estimated, measured)
