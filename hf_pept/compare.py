@@ -1,12 +1,14 @@
-"""``hf-pept compare``: full-rank, LoRA, ReLoRA (with warm start) and GaLore pre-trained with the same budget and seed.
+"""``hf-pept compare``: full-rank, LoRA, ReLoRA (with warm start), SST and GaLore pre-trained with the same budget
+and seed.
 
 Each method is one ``hf-pept train`` run in its own process (so each peak-memory figure is its own) and its own
 run folder under ``--output_dir``; the table is read back from the folders' ``summary.json`` and ``metrics.jsonl``
-only, like the app does. Writes ``comparison.csv`` and ``comparison.png`` (eval-perplexity curves with ReLoRA merge
-and GaLore projector-refresh markers, memory bars; the plot needs matplotlib).
+only, like the app does. Writes ``comparison.csv`` and ``comparison.png`` (eval-perplexity curves with ReLoRA merge,
+SST re-SVD and GaLore projector-refresh markers, memory bars; the plot needs matplotlib).
 
 The default budget (``--budget 1``) pre-trains the ``20m`` LLaMA for :data:`BASE_STEPS` steps of 1,024 tokens per
-method and finishes within 10 minutes on 2 CPU cores; ``--budget k`` multiplies the steps, the restart and refresh
+method: the four methods before SST took 8.5 minutes on 2 CPU cores, and SST adds one run of about LoRA's length (its
+step costs about 1.06× LoRA's there); ``--budget k`` multiplies the steps, the restart, resample and refresh
 intervals and the warm start by k, so the methods keep their relative schedule.
 """
 
