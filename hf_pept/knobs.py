@@ -55,8 +55,9 @@ class LowRankArguments:
     rank: int | None = field(
         default=None,
         metadata={
-            "help": "r: rank of every low-rank method (LoRA / ReLoRA factors B·A, GaLore's projected gradient PᵀG); "
-            "empty = the papers' ratio, a quarter of the model's hidden size (16 at tiny, 128 at 60m, 512 at 1b)."
+            "help": "r: rank of every low-rank method (LoRA / ReLoRA factors B·A, GaLore's projected gradient PᵀG, "
+            "SST's active singular vectors); empty = the papers' ratio, a quarter of the model's hidden size (16 at "
+            "tiny, 128 at 60m, 512 at 1b)."
         },
     )
     target_modules: list[str] = field(

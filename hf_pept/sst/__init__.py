@@ -2,6 +2,11 @@
 ``transformers.Trainer``.
 
 Importing this package registers ``PeftType.SST`` with peft and the automatic Trainer callback.
+
+The docstrings cite the paper by section (§4.1 preliminaries, §4.2 the gradients, §4.3 SVD initialisation, §4.4
+sampling, §4.5 the memory-efficient implementation, Appendix A the algorithm, Appendix D the enhanced gradient);
+its equation numbers could not be retrieved here, so none are quoted. The authors' code could not be read either:
+where the paper is silent, the docstring of the code concerned says so and what we chose.
 """
 
 from .callback import SSTCallback, attach_sst_callback
