@@ -19,14 +19,15 @@ new vectors are swapped in, and at the end of a round U·diag(Σ)·Vᵀ is decom
 **Optimizer state at a swap.** The paper resets the momentum of the active partition when it changes. The active
 Parameters keep their identity, so their state is reset in place: every per-entry moment (Adam's ``exp_avg``,
 ``exp_avg_sq``, SGD's ``momentum_buffer``, bitsandbytes' 8-bit codes) is zeroed and the step counter set to 0 — the
-numbers a freshly created state holds, so Adam's bias correction restarts too (zeroing the moments alone would
-make the next updates up to ~6× larger than Adam's first steps). Our choices where the paper is silent: the whole
+numbers a freshly created state holds, so Adam's bias correction restarts too (zeroing the moments alone would,
+with β = (0.9, 0.999), make the next updates up to ~6× larger than Adam's first steps). Our choices where the paper is silent: the whole
 active state restarts, vectors drawn again included (torch's optimizers keep one step counter per Parameter, not
 per column); Σ keeps its state at a resample (its entries keep their meaning) and restarts at a re-SVD (index i
 then names a different triplet).
 
-Everything at step t depends on t and the config only, so resuming needs nothing beyond the model, optimizer and
-scheduler checkpoints plus the step (the constructor's ``global_step``, or :meth:`state_dict`).
+What happens at step t depends on t, the config and the tensors a checkpoint holds (Σ for the sampling), so resuming
+needs nothing beyond the model, optimizer and scheduler checkpoints plus the step (the constructor's
+``global_step``, or :meth:`state_dict`).
 """
 
 from __future__ import annotations
