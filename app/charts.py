@@ -31,6 +31,9 @@ EVENT_STYLES = {
     "relora_merge": {"color": "tab:red", "linestyle": "--"},
     "optimizer_reset": {"color": "tab:orange", "linestyle": ":"},
     "projector_update": {"color": "tab:green", "linestyle": ":"},
+    # hf_pept.sst: new active singular vectors each iteration, a re-SVD each round
+    "sst_resample": {"color": "tab:cyan", "linestyle": ":"},
+    "sst_resvd": {"color": "tab:brown", "linestyle": "--"},
     # hf_pept.divergence: an update skipped for a non-finite gradient, and the guard stopping the run
     "nonfinite_update_skipped": {"color": "tab:purple", "linestyle": "-"},
     "training_stopped": {"color": "black", "linestyle": "-"},

@@ -9,8 +9,9 @@ from typing import Any
 MARKER_STYLES = {
     "relora_merge": ("v", "ReLoRA merge"),
     "projector_update": ("|", "GaLore projector refresh"),
-    "switchlora_switch": ("x", "SwitchLoRA switches"),
+    "switchlora_switch": ("+", "SwitchLoRA switches"),
     "sst_resample": ("^", "SST resample"),
+    "sst_resvd": ("x", "SST re-SVD"),
 }
 
 

@@ -1,4 +1,5 @@
-"""Training events (ReLoRA merges, optimizer resets, GaLore projector refreshes) as log records.
+"""Training events (ReLoRA merges, optimizer resets, GaLore projector refreshes, SST resamples and re-SVDs) as log
+records.
 
 An event is a dict ``{"event": name, "step": global_step, **fields}``. Callbacks append it to the Trainer's
 ``state.log_history`` (so it is saved with checkpoints and shows in ``trainer.state.log_history``); the metrics

@@ -15,7 +15,11 @@ optimizer's state layout, so they match a built model and a stepped optimizer ex
   projector P (m×r, or Q n×r when m ≥ n for ``proj_type='std'``) plus moments of the projected gradient R (r×n or
   m×r) instead of m×n; 8-bit moments are one byte per value plus one fp32 absmax per block of 256; Adafactor keeps
   factored second moments (rows + columns, Shazeer & Stern 2018) and no first moment; layer-wise GaLore frees each
-  gradient right after its layer's update, so at most one weight's gradient exists at a time.
+  gradient right after its layer's update, so at most one weight's gradient exists at a time;
+* SST (Zhao et al. 2025, §4.5): every targeted W (m×n) is stored as U (m×k), Σ (k), V (n×k), k = min(m, n), plus
+  the int64 indices of its k triplets, and W itself is emptied — the weights *grow* (2× W for a square matrix);
+  gradients and AdamW state exist only for Σ and the r active columns of U and of V — the state *shrinks* to
+  (m + n)·r + k per layer; embeddings and head as for LoRA. The estimate's ``note`` says both.
 
 Activations are the tensors autograd saves for backward in a LLaMA decoder layer with SDPA attention (no s×s
 attention matrix is stored), per token of hidden size d, MLP width f, vocabulary V:
@@ -61,6 +65,7 @@ class MemoryEstimate:
     trained_params: int
     total_params: int
     host_ram: int = 0  # kept in host memory beside training, not on the device (SwitchLoRA's offloaded pools)
+    note: str = ""  # what the four numbers do not say by themselves (SST: weights grow, state shrinks)
 
     @property
     def total(self) -> int:
@@ -138,6 +143,13 @@ def _candidate_pool_bytes(param: ParamShape, rank: int, dtype_bytes: int) -> tup
     """(pool bytes, counter bytes) of one SwitchLoRA layer: C·(m + n) candidates, 6·r + 2 int64 counters."""
     m, n = param.shape
     return min(m, n) * (m + n) * dtype_bytes, (6 * rank + 2) * 8
+
+
+def _spectral_layer(param: ParamShape, rank: int) -> tuple[int, int, tuple[int, int, int]]:
+    """(values stored instead of W, int64 index entries, trained tensors' numels (Σ, U_a, V_a)) of an SST layer."""
+    m, n = param.shape
+    k = min(m, n)
+    return (m + n) * k + k, k, (k, m * rank, n * rank)
 
 
 def _galore_state(param: ParamShape, rank: int, layout: StateLayout, proj_type: str, dtype_bytes: int) -> int:
@@ -257,6 +269,7 @@ def estimate(
     total_params = sum(p.numel for p in shapes)
     weights = total_params * wb
     gradients = optimizer = trained = host = 0
+    note = ""
     layout = entry.state
     if layout.kind == "full":
         trained = total_params
@@ -279,6 +292,25 @@ def estimate(
                 trained += p.numel
                 optimizer += _adam_state(p.numel, wb)
         gradients = trained * wb
+    elif layout.kind == "spectral":
+        plain_weights = weights
+        for p in shapes:
+            if _is_target(p, targets):
+                stored, indices, trained_tensors = _spectral_layer(p, rank)
+                weights += (stored - p.numel) * wb + 8 * indices
+                trained += sum(trained_tensors)
+                optimizer += sum(_adam_state(numel, wb) for numel in trained_tensors)
+            elif p.module in ("embed_tokens", "lm_head"):
+                weights += p.numel * wb
+                trained += p.numel
+                optimizer += _adam_state(p.numel, wb)
+        gradients = trained * wb
+        full_state = sum(_adam_state(p.numel, wb) for p in shapes)
+        note = (
+            f"weights grow by {(weights - plain_weights) / MB:.1f} MB (U, Σ, V stored instead of W, plus the "
+            f"trained copies of embeddings and head); optimizer state is {optimizer / MB:.1f} MB, "
+            f"{100 * optimizer / full_state:.0f} % of full-rank AdamW's (Σ and the {rank} active vectors only)"
+        )
     elif layout.kind == "galore":
         trained = total_params
         for p in shapes:
@@ -291,7 +323,7 @@ def estimate(
         raise ValueError(f"method {method!r} has a state layout {layout.kind!r} that hf_pept.memory does not count")
     activation_value_bytes = 2 if _resolve_precision(precision) == "bf16" else 4
     activations = activation_bytes(config, batch_size, seq_len, activation_value_bytes, gradient_checkpointing)
-    return MemoryEstimate(method, weights, gradients, optimizer, activations, trained, total_params, host)
+    return MemoryEstimate(method, weights, gradients, optimizer, activations, trained, total_params, host, note)
 
 
 def format_estimates(estimates: list[MemoryEstimate]) -> str:
@@ -304,6 +336,7 @@ def format_estimates(estimates: list[MemoryEstimate]) -> str:
             f"{e.method:<18}{mb['weights']:>10.1f}{mb['gradients']:>11.1f}{mb['optimizer_state']:>11.1f}"
             f"{mb['activations']:>13.1f}{mb['total']:>10.1f}{mb['host_ram']:>10.1f}"
         )
+    lines += [f"{e.method}: {e.note}" for e in estimates if e.note]
     return "\n".join(lines)
 
 

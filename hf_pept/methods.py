@@ -23,6 +23,8 @@ from .galore.config import GaLoreConfig
 from .knobs import AdapterArguments, LowRankArguments
 from .relora.arguments import ReLoRAArguments
 from .relora.config import ReLoRAConfig
+from .sst.arguments import SSTArguments
+from .sst.config import SSTConfig
 from .switchlora.arguments import SwitchLoRAArguments
 from .switchlora.config import SwitchLoRAConfig
 
@@ -63,9 +65,12 @@ class StateLayout:
     ``candidate_pools``: per adapted m×n linear, C = min(m, n) candidate rows of A and C candidate columns of B
     (SwitchLoRA) plus a few counters per vector; host memory when the run's ``offload_candidates`` is on (its
     default), weights beside the factors otherwise.
+    ``spectral`` (SST): each targeted m×n matrix is stored as U (m×k), Σ (k) and V (n×k), k = min(m, n), plus the
+    int64 indices of its active and frozen triplets, instead of W (weights grow); Σ and r columns of U and of V train
+    and hold state (state shrinks to the active part); embeddings and head as for ``adapter``.
     """
 
-    kind: Literal["full", "adapter", "galore"]
+    kind: Literal["full", "adapter", "galore", "spectral"]
     base: Literal["adamw", "adamw_8bit", "adafactor"] = "adamw"
     layerwise: bool = False
     residual_norm: bool = False
@@ -173,6 +178,26 @@ def switchlora_config(method: Method, run: RunArguments, groups: OptionGroups, r
     )
 
 
+def sst_config(method: Method, run: RunArguments, groups: OptionGroups, rank: int) -> SSTConfig:
+    from .models import hidden_size
+
+    width = hidden_size(run.model)
+    if rank >= width:
+        # Every linear layer of a LLaMA has min(out, in) = hidden size: r must leave frozen triplets.
+        raise ValueError(
+            f"rank {rank} must be smaller than min(out, in) = {width} of every decomposed layer of the "
+            f"{run.model} model (its hidden size) for SST; e.g. --rank {max(1, width // 4)}"
+        )
+    knobs = _mirrored_values(groups[SSTArguments])
+    return SSTConfig(
+        task_type="CAUSAL_LM",
+        r=rank,
+        target_modules=list(groups[LowRankArguments].target_modules),
+        sample_seed=run.seed,
+        **knobs,
+    )
+
+
 def galore_config(method: Method, run: RunArguments, groups: OptionGroups, rank: int) -> GaLoreConfig:
     asked = _mirrored_values(groups[GaLoreArguments])
     if asked.get("fira") and "fira" in method.unsupported_knobs:
@@ -211,6 +236,13 @@ def _relora_compare_knobs(interval: int) -> list[str]:
     ]  # fmt: skip
 
 
+def _sst_compare_knobs(interval: int) -> list[str]:
+    # The paper's proportions (Zhao et al. 2025, its IWSLT'14 setting): a 20-step warm-up in each 200-step
+    # iteration; the round is the default d/r iterations (4 at r = d/4, so a re-SVD every two event intervals).
+    iteration = max(2, interval // 2)
+    return ["--iteration_steps", str(iteration), "--iteration_warmup_steps", str(max(1, iteration // 10))]
+
+
 def _galore_compare_knobs(interval: int) -> list[str]:
     return ["--update_proj_gap", str(interval)]
 
@@ -223,6 +255,11 @@ SWITCHLORA_PAPER = Paper(
 )
 GALORE_PAPER = Paper(
     "GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection", "Zhao et al. 2024", "2403.03507"
+)
+SST_PAPER = Paper(
+    "Sparse Spectral Training and Inference on Euclidean and Hyperbolic Neural Networks",
+    "Zhao et al. 2025",
+    "2405.15481",
 )
 FIRA_PAPER = Paper(
     "Fira: Can We Achieve Full-rank Training of LLMs Under Low-rank Constraint?", "Chen et al. 2024", "2410.01623"
@@ -325,6 +362,25 @@ _TABLE: tuple[Method, ...] = (
         wrap_model=wrap_with_peft,
         # No compare_knobs: the descent is already relative to max_steps, and interval₀ and N are counted in
         # Adam steps (N warms restarted moments up, interval₀ > 2N), which a shorter run does not change.
+    ),
+    Method(
+        name="sst",
+        family="tuner",
+        summary="Each linear W becomes U·diag(Σ)·Vᵀ from its SVD: Σ trains every step, r sampled singular vectors of "
+        "U and V per iteration (re-SVD every round), so the update reaches full rank with state for the active part "
+        "only; U, Σ, V are stored instead of W.",
+        entry="get_peft_model(model, hf_pept.SSTConfig(...))",
+        usage="get_peft_model(model, hf_pept.SSTConfig(r=64, target_modules=[...], iteration_steps=200))",
+        state=StateLayout("spectral"),
+        learning_rate=1e-3,  # as LoRA and ReLoRA here; the paper's LLaMA learning rate was not retrieved
+        paper=SST_PAPER,
+        config_class=SSTConfig,
+        option_groups=(LowRankArguments, SSTArguments),
+        rank_ratio=0.25,
+        in_compare=True,
+        make_config=sst_config,
+        wrap_model=wrap_with_peft,
+        compare_knobs=_sst_compare_knobs,
     ),
     _galore(
         "galore",

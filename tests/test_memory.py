@@ -25,7 +25,7 @@ def _tensor_bytes(tensors):
 
 def _model_and_optimizer(method):
     model = build_llama("tiny", VOCAB, max_position_embeddings=SEQ, seed=0)
-    if method in ("lora", "relora"):
+    if method in ("lora", "relora", "sst"):
         run = RunArguments(method=method)
         low_rank = LowRankArguments(rank=RANK, target_modules=TARGETS)
         model = apply_method(model, prepare(run, low_rank, AdapterArguments(lora_dropout=0.0)))
@@ -39,7 +39,7 @@ def _model_and_optimizer(method):
 
 
 @pytest.mark.parametrize(
-    "method", ["full", "lora", "relora", "galore", "galore-adafactor", "galore-layerwise", "fira"]
+    "method", ["full", "lora", "relora", "sst", "galore", "galore-adafactor", "galore-layerwise", "fira"]
 )
 def test_weights_gradients_and_optimizer_state_are_exact(method):
     model, optimizer = _model_and_optimizer(method)
@@ -65,7 +65,9 @@ def test_weights_gradients_and_optimizer_state_are_exact(method):
     optimizer.step()
     expected = memory.estimate(method, model="tiny", vocab_size=VOCAB, seq_len=SEQ, batch_size=BATCH, rank=RANK,
                                target_modules=TARGETS)  # fmt: skip
-    assert expected.weights == _tensor_bytes(model.parameters())
+    # SST stores U, Σ, V as Parameters (W emptied) and which triplet each column is as int64 buffers.
+    indices = [b for name, b in model.named_buffers() if name.rsplit(".", 2)[-2].endswith("_index")]
+    assert expected.weights == _tensor_bytes(model.parameters()) + _tensor_bytes(indices)
     assert expected.optimizer_state == optimizer_state_bytes(optimizer)
     if method == "galore-layerwise":
         # The hook sees the gradient just accumulated, before the update frees it: at most one at a time.
@@ -73,6 +75,14 @@ def test_weights_gradients_and_optimizer_state_are_exact(method):
     else:
         assert expected.gradients == measured_grads
     assert expected.trained_params == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_sst_estimate_says_weights_grow_and_state_shrinks():
+    full, lora, sst = (memory.estimate(m, model="60m") for m in ("full", "lora", "sst"))
+    # Square attention matrices store U, Σ, V: 2·d² + d values instead of d².
+    assert sst.weights > lora.weights > full.weights
+    assert sst.optimizer_state < full.optimizer_state and sst.optimizer_state > lora.optimizer_state * 0.99
+    assert "weights grow" in sst.note and "optimizer state" in sst.note and not full.note
 
 
 def test_low_rank_methods_need_less_optimizer_state_than_full_rank():

@@ -85,9 +85,9 @@ def test_each_tuner_entry_wraps_the_model_with_its_peft_config(name):
     assert isinstance(model, PeftModel)
     config = model.peft_config["default"]
     assert config.r == 16 and type(config).__name__ in method.usage
-    # A: r×in in every adapted linear, whatever the tuner calls it (lora_A / relora_A)
-    factors = [p for n, p in model.named_parameters() if n.endswith("_A.default.weight")]
-    assert len(factors) == 14 and {p.shape[0] for p in factors} == {16}
+    # A: r×in in every adapted linear, whatever the tuner calls it (lora_A / relora_A); SST: the active U, out×r
+    factors = [p for n, p in model.named_parameters() if n.endswith(("_A.default.weight", "_U_active.default"))]
+    assert len(factors) == 14 and {min(p.shape) for p in factors} == {16}
 
 
 def test_full_rank_entry_is_plain_adamw(tmp_path):

@@ -190,3 +190,4 @@ def test_every_event_the_cli_records_has_a_marker_style():
     from hf_pept.galore.optimizer import PROJECTOR_EVENT
 
     assert {SKIP_EVENT, STOP_EVENT, PROJECTOR_EVENT, "relora_merge", "optimizer_reset"} <= set(charts.EVENT_STYLES)
+    assert {"sst_resample", "sst_resvd"} <= set(charts.EVENT_STYLES)

@@ -1,0 +1,86 @@
+"""SST's schedule: when to resample and re-SVD, and the learning-rate warm-up after each resample.
+
+With T3 = ``iteration_steps`` and T2 = ``round_iterations`` (Zhao et al. 2025, arXiv 2405.15481, Appendix A), and t
+the number of completed optimizer steps:
+
+* after step t with t mod T3 = 0 a new iteration starts: r singular vectors are resampled (t > 0);
+* after step t with t mod (T2·T3) = 0 a round ends: U·diag(Σ)·Vᵀ is decomposed again first, then resampled;
+* each iteration starts with a learning-rate warm-up of W = ``iteration_warmup_steps`` steps (the paper: 20 of 200).
+  On top of the stock multiplier λ(t) (any ``LambdaLR`` schedule):
+
+      λ_SST(t) = λ(t) · min(1, (t − t_k + 1) / W)     for the last resample t_k ≤ t (t_k ≥ T3);  λ(t) before it.
+
+  ``LambdaLR`` evaluates λ at t completed steps for the next step, so the first step after a resample runs at
+  λ(t)/W and the W-th at λ(t). Where the paper is silent, our choices: the first iteration has no warm-up of its
+  own (the schedule's warm-up covers it), and the multiplier applies to every parameter group — the Trainer puts
+  the singular values and vectors in the same groups as everything else, as ReLoRA's restarts do.
+
+Both are pure functions of t, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch.optim.lr_scheduler import LambdaLR
+
+
+@dataclass(frozen=True)
+class SSTSchedule:
+    iteration_steps: int
+    round_iterations: int
+    iteration_warmup_steps: int = 0
+
+    @property
+    def round_steps(self) -> int:
+        return self.iteration_steps * self.round_iterations
+
+    def is_resample_step(self, step: int) -> bool:
+        """After this optimizer step a new iteration starts (new active vectors)."""
+        return step > 0 and step % self.iteration_steps == 0
+
+    def is_resvd_step(self, step: int) -> bool:
+        """After this optimizer step a round ends (re-SVD before the resample)."""
+        return step > 0 and step % self.round_steps == 0
+
+    def multiplier(self, step: int) -> float:
+        """The warm-up factor min(1, (t − t_k + 1)/W) at ``step`` completed optimizer steps."""
+        if self.iteration_warmup_steps == 0 or step < self.iteration_steps:
+            return 1.0
+        since = step % self.iteration_steps
+        return min(1.0, (since + 1) / self.iteration_warmup_steps)
+
+
+class IterationWarmupLambda:
+    """λ_SST(t) = λ(t) · warm-up(t) as a ``LambdaLR`` lr_lambda.
+
+    ``LambdaLR.state_dict`` saves each callable's ``__dict__``; keeping the wrapped function and the schedule in
+    slots leaves that dict empty, so scheduler checkpoints stay loadable with ``weights_only=True``.
+    """
+
+    __slots__ = ("base", "schedule", "__dict__")
+
+    def __init__(self, base, schedule: SSTSchedule):
+        self.base = base
+        self.schedule = schedule
+
+    def __call__(self, step: int) -> float:
+        return self.base(step) * self.schedule.multiplier(step)
+
+
+def apply_iteration_warmup(lr_scheduler, schedule: SSTSchedule) -> None:
+    """Wrap every lr_lambda of ``lr_scheduler`` (a ``LambdaLR``) with the warm-up, in place; idempotent.
+
+    The optimizer's current learning rates are left as the scheduler last set them, so attaching to a scheduler
+    restored from a checkpoint changes nothing until its next ``step()``.
+    """
+    if not isinstance(lr_scheduler, LambdaLR):
+        raise ValueError(
+            "SST's per-iteration learning-rate warm-up composes with LambdaLR schedules (every transformers "
+            f"lr_scheduler_type except 'reduce_lr_on_plateau' and 'greedy'); got {type(lr_scheduler).__name__}. "
+            "Use iteration_warmup_steps=0 to train without it."
+        )
+    lr_scheduler.lr_lambdas = [
+        IterationWarmupLambda(fn.base if isinstance(fn, IterationWarmupLambda) else fn, schedule)
+        for fn in lr_scheduler.lr_lambdas
+    ]
