@@ -55,7 +55,8 @@ class LowRankArguments:
     rank: int | None = field(
         default=None,
         metadata={
-            "help": "r: rank of every low-rank method (LoRA / ReLoRA factors B·A, GaLore's projected gradient PᵀG); "
+            "help": "r: rank of every low-rank method (LoRA / ReLoRA factors B·A, GaLore's projected gradient PᵀG, "
+            "CoLA's factors B·σ(A·x)); "
             "empty = the papers' ratio, a quarter of the model's hidden size (16 at tiny, 128 at 60m, 512 at 1b)."
         },
     )
