@@ -70,15 +70,16 @@ def test_auto_classes_save_load_and_generate(tmp_path):
         as_cola_m = AutoModelForCausalLM.from_pretrained(tmp_path, cola_m=True)
         assert as_cola_m.config.cola_m and as_cola_m.state_dict().keys() == model.state_dict().keys()
         torch.testing.assert_close(as_cola_m(input_ids=ids).logits, logits, rtol=0, atol=0)
-    # generate with the KV cache = greedy decoding written out without it
+    # generate with the KV cache = greedy decoding written out without it, for CoLA and CoLA-M alike
     prompt = ids[:1, :4]
-    generated = loaded.generate(prompt, max_new_tokens=5, do_sample=False, use_cache=True, pad_token_id=0)
     expected = prompt
     with torch.no_grad():
         for _ in range(5):
             next_id = model(input_ids=expected).logits[:, -1].argmax(-1, keepdim=True)
             expected = torch.cat([expected, next_id], dim=1)
-    assert torch.equal(generated, expected)
+    for generator in (loaded, as_cola_m):
+        generated = generator.generate(prompt, max_new_tokens=5, do_sample=False, use_cache=True, pad_token_id=0)
+        assert torch.equal(generated, expected)
 
 
 def test_factors_start_at_the_papers_scale_and_the_embeddings_at_llamas():
@@ -108,6 +109,18 @@ def test_factors_start_at_the_papers_scale_and_the_embeddings_at_llamas():
 def test_bad_config_is_a_value_error_naming_it(overrides, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(**overrides)
+
+
+def test_a_local_llama_config_becomes_its_cola_shape(tmp_path):
+    from hf_pept.models import llama_config
+
+    llama_config("20m", 1000).save_pretrained(tmp_path)
+    config = cola_config(str(tmp_path), 512, rank=32, only_lr_act="true")
+    assert type(config) is CoLAConfig and config.vocab_size == 512
+    assert (config.hidden_size, config.intermediate_size, config.num_hidden_layers) == (256, 688, 4)
+    assert config.rank == 32 and config.only_lr_act is True
+    with pytest.raises(ValueError, match="is neither a size"):
+        cola_config(str(tmp_path / "missing"), 512)
 
 
 def test_default_rank_is_a_quarter_of_the_hidden_size_and_sizes_follow_the_paper():
