@@ -1,4 +1,4 @@
-"""``hf-pept compare``: full-rank, LoRA, ReLoRA (with warm start) and GaLore pre-trained with the same budget and seed.
+"""``hf-pept compare``: full-rank, LoRA, ReLoRA (warm start), GaLore and CoLA pre-trained with the same budget and seed.
 
 Each method is one ``hf-pept train`` run in its own process (so each peak-memory figure is its own) and its own
 run folder under ``--output_dir``; the table is read back from the folders' ``summary.json`` and ``metrics.jsonl``
@@ -6,7 +6,7 @@ only, like the app does. Writes ``comparison.csv`` and ``comparison.png`` (eval-
 and GaLore projector-refresh markers, memory bars; the plot needs matplotlib).
 
 The default budget (``--budget 1``) pre-trains the ``20m`` LLaMA for :data:`BASE_STEPS` steps of 1,024 tokens per
-method and finishes within 10 minutes on 2 CPU cores; ``--budget k`` multiplies the steps, the restart and refresh
+method (the five default methods take about 10 minutes on 2 CPU cores); ``--budget k`` multiplies the steps, the restart and refresh
 intervals and the warm start by k, so the methods keep their relative schedule.
 """
 
