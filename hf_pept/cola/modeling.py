@@ -4,15 +4,19 @@ Each linear x ↦ W x (W ∈ R^{m×n}) becomes (Liu et al. 2025, arXiv 2502.1094
 
     h = B σ(A x) (+ b),    A ∈ R^{r×n} (``weight_a``),  B ∈ R^{m×r} (``weight_b``),  σ = ``config.hidden_act``
 
-with r(m + n) parameters and multiply-adds per token instead of m·n (§3.4: per decoder layer r(11d + 3f) against
-4d² + 3d·f for hidden size d and MLP width f). Attention and RoPE act on the reconstructed q, k, v as in LLaMA;
+with r(m + n) parameters and multiply-adds per token instead of m·n (§3.4 "Computing Efficiency"; summed over a
+decoder layer: r(11d + 3f) against 4d² + 3d·f for hidden size d and MLP width f). Attention and RoPE act on the reconstructed q, k, v as in LLaMA;
 the embeddings, the RMSNorms and the output head are LLaMA's. With ``only_lr_act`` the MLP is
 down(gate(x) ⊙ up(x)): SwiGLU's own SiLU is dropped, each factor pair already holding one σ.
 
-Initialisation (where the paper's text was not available to us we follow the authors' published setting): A and B
-are drawn from N(0, σ₀²) with σ₀ = (r(m + n))^{-1/4}, so that Var[(BA)_ij] = r·σ₀⁴ = 1/(m + n), the scale of a
-Xavier-initialised W; biases (off by default, as in LLaMA) start at zero, as transformers initialises LLaMA's.
-The embeddings and head keep LLaMA's N(0, ``initializer_range``²).
+Initialisation: A and B are drawn from N(0, σ₀²) with σ₀ = (r(m + n))^{-1/4}, so that Var[(BA)_ij] = r·σ₀⁴ =
+1/(m + n), half of Xavier-normal's 2/(m + n) for a full W (the authors' published setting as our method notes record
+it). Biases (off by default, as in LLaMA) start at zero, as transformers initialises LLaMA's: our choice. The
+embeddings and head keep LLaMA's N(0, ``initializer_range``²).
+
+Citations are by section title (the paper's table of contents): its body, and with it its equation numbers, could
+not be retrieved for this implementation, so the formulas here are written from the method's description and each
+is checked by a test against an independent reference (B·silu(A·x) written out, the closed-form parameter count).
 
 CoLA-M (``config.cola_m``) changes only what is kept for backward (:mod:`hf_pept.cola.recompute`); the modules,
 parameters and state-dict keys are the same, so a CoLA checkpoint loads as CoLA-M and back.

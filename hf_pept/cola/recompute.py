@@ -5,8 +5,8 @@ each CoLA linear x ↦ B σ(A x): the r-dimensional activation is far smaller th
 so it is the one worth keeping; everything full-width is recomputed in backward from it.
 
 What is kept, per token and decoder layer of width d: the layer input (d values) and the seven pre-activations
-z = A x (r values each, q/k/v/o/gate/up/down) — d + 7r values instead of CoLA's ≈ 11d + 3f + 14r (f the MLP
-width). The paper phrases the kept tensors as the σ(A x) outputs; we keep z = A x, of the same size, because
+z = A x (r values each, q/k/v/o/gate/up/down) — d + 7r values instead of CoLA's ≈ 11d + 4f + 14r (f the MLP
+width; 3f with ``only_lr_act``). The paper phrases the kept tensors as the σ(A x) outputs; we keep z = A x, of the same size, because
 σ'(z) needs z (SiLU cannot be inverted from its output), so keeping σ(z) would force A x to be recomputed.
 
 What is recomputed in backward, once per layer (no double recomputation): the norms, σ(z) (elementwise), every
