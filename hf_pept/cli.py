@@ -1,7 +1,7 @@
 """``hf-pept``: the command line.
 
 hf-pept train    --method galore --model 60m ...   one pre-training run as a folder (options: hf-pept train -h)
-hf-pept compare  [--budget 2]                      full-rank vs LoRA, ReLoRA, SwitchLoRA, GaLore: same budget, seed
+hf-pept compare  [--budget 2] [--seeds 2]            every method of the method table: same budget, data, seeds
 hf-pept estimate --method galore --model 1b ...    memory estimate per component, no training
 hf-pept methods  [NAME ...]                        every method: family, paper, stock entry point, knobs
 hf-pept app                                        the Gradio app (needs `pip install hf-pept[app]`)

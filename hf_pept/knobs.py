@@ -56,8 +56,8 @@ class LowRankArguments:
         default=None,
         metadata={
             "help": "r: rank of every low-rank method (LoRA / ReLoRA / SwitchLoRA factors B·A, GaLore's projected "
-            "gradient PᵀG, SST's active singular vectors); empty = the papers' ratio, a quarter of the model's hidden "
-            "size (16 at tiny, 128 at 60m, 512 at 1b)."
+            "gradient PᵀG, SST's active singular vectors, CoLA's factors B·σ(A·x)); empty = the papers' ratio, a "
+            "quarter of the model's hidden size (16 at tiny, 128 at 60m, 512 at 1b)."
         },
     )
     target_modules: list[str] = field(

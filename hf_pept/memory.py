@@ -20,6 +20,10 @@ optimizer's state layout, so they match a built model and a stepped optimizer ex
   the int64 indices of its k triplets, and W itself is emptied — the weights *grow* (2× W for a square matrix);
   gradients and AdamW state exist only for Σ and the r active columns of U and of V — the state *shrinks* to
   (m + n)·r + k per layer; embeddings and head as for LoRA. The estimate's ``note`` says both.
+* architectures (``family="architecture"``, e.g. CoLA, Liu et al. 2025): full-rank AdamW on the architecture's own
+  parameters, whose shapes, config and activations come from the method table's ``architecture`` entry
+  (:class:`hf_pept.methods.ArchitectureLayout`; CoLA's in :mod:`hf_pept.cola.memory`: r(m + n) per factorized
+  linear instead of m·n).
 
 Activations are the tensors autograd saves for backward in a LLaMA decoder layer with SDPA attention (no s×s
 attention matrix is stored), per token of hidden size d, MLP width f, vocabulary V:
@@ -182,6 +186,19 @@ def _galore_full_rank_state(param: ParamShape, layout: StateLayout, dtype_bytes:
     return 2 * param.numel * dtype_bytes  # GaLore's AdamW keeps ``step`` as a Python int
 
 
+def llama_layer_activation_bytes(config, activation_bytes_per_value: int = 4) -> int:
+    """Bytes per token that autograd saves in one LLaMA decoder layer (11·d + 4·f values, see the module docstring)."""
+    d, f = config.hidden_size, config.intermediate_size
+    # RMSNorm works in fp32 whatever the autocast dtype (LlamaRMSNorm upcasts), so its 4·d are always 4 bytes.
+    norms = 2 * 2 * d * 4
+    return norms + (7 * d + 4 * f) * activation_bytes_per_value
+
+
+def head_activation_bytes(config) -> int:
+    """Bytes per token saved after the decoder layers: the final norm and the log-softmax of the fp32 logits."""
+    return 3 * config.hidden_size * 4 + config.vocab_size * 4
+
+
 def activation_bytes(
     config,
     batch_size: int,
@@ -191,16 +208,11 @@ def activation_bytes(
 ) -> int:
     """Bytes autograd saves for backward in one forward pass of ``LlamaForCausalLM`` (see the module docstring)."""
     tokens = batch_size * seq_len
-    d, f, v, layers = config.hidden_size, config.intermediate_size, config.vocab_size, config.num_hidden_layers
-    a = activation_bytes_per_value
-    # RMSNorm works in fp32 whatever the autocast dtype (LlamaRMSNorm upcasts), so its 4·d are always 4 bytes.
-    norms = 2 * 2 * d * 4
-    linear_outputs = (7 * d + 4 * f) * a
-    per_layer = tokens * (norms + linear_outputs)
-    head = tokens * (3 * d * 4 + v * 4)  # final norm, log-softmax of the fp32 logits
+    per_layer = tokens * llama_layer_activation_bytes(config, activation_bytes_per_value)
+    head = tokens * head_activation_bytes(config)
     if gradient_checkpointing:
-        return layers * tokens * d * 4 + per_layer + head
-    return layers * per_layer + head
+        return config.num_hidden_layers * tokens * config.hidden_size * 4 + per_layer + head
+    return config.num_hidden_layers * per_layer + head
 
 
 def _config_for(model: Any, vocab_size: int, seq_len: int):
@@ -244,13 +256,14 @@ def estimate(
     """Bytes of weights, gradients, optimizer state and activations of one training step.
 
     ``method`` is a name of the method table (:mod:`hf_pept.methods`), whose state layout says what is counted.
-    ``model`` is a size name, a local model path or a ``LlamaConfig``. ``rank`` None = the method's default for the
-    model (a quarter of its hidden size, as ``hf-pept train``). ``precision`` is the activation precision (``bf16``
-    = mixed precision, as ``hf-pept train`` uses on a GPU); ``weight_dtype`` the dtype of weights, gradients and
-    optimizer state (``fp32`` under mixed precision; ``bf16`` for pure-bf16 training as in the GaLore paper's memory
-    table). ``offload_candidates`` (SwitchLoRA): its pools in host memory (``host_ram``) or beside the factors.
-    Other ``hf-pept train`` options (``run_options``) are accepted and do not change memory, so a whole run's
-    options can be passed.
+    ``model`` is a size name, a local model path or a ``LlamaConfig`` (for an architecture also its own config, e.g.
+    a ``CoLAConfig``). ``rank`` None = the method's default for the model (a quarter of its hidden size, as
+    ``hf-pept train``). ``precision`` is the activation precision (``bf16`` = mixed precision, as ``hf-pept train``
+    uses on a GPU); ``weight_dtype`` the dtype of weights, gradients and optimizer state (``fp32`` under mixed
+    precision; ``bf16`` for pure-bf16 training as in the GaLore paper's memory table). ``offload_candidates``
+    (SwitchLoRA): its pools in host memory (``host_ram``) or beside the factors. Other ``hf-pept train`` options
+    (``run_options``) are accepted; those of an architecture's option group (CoLA's ``only_lr_act``) shape its model,
+    the rest do not change memory, so a whole run's options can be passed.
     """
     entry = method_table.get(method)
     if weight_dtype not in DTYPE_BYTES:
@@ -260,12 +273,16 @@ def estimate(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
         raise ValueError(f"rank must be a positive integer (or None for the method's default), got {rank!r}")
-    config = _config_for(model, vocab_size, seq_len)
+    architecture = entry.architecture
+    if architecture is not None:  # a model of its own: its config, parameter shapes and activations
+        config = architecture.model_config(model, vocab_size, seq_len, rank, **run_options)
+    else:
+        config = _config_for(model, vocab_size, seq_len)
     if rank is None:
         rank = entry.default_rank(config.hidden_size) or 0
     targets = list(target_modules) if target_modules else list(LLAMA_LINEAR_MODULES)
     wb = DTYPE_BYTES[weight_dtype]
-    shapes = llama_parameter_shapes(config)
+    shapes = architecture.parameter_shapes(config) if architecture else llama_parameter_shapes(config)
     total_params = sum(p.numel for p in shapes)
     weights = total_params * wb
     gradients = optimizer = trained = host = 0
@@ -322,7 +339,8 @@ def estimate(
     else:
         raise ValueError(f"method {method!r} has a state layout {layout.kind!r} that hf_pept.memory does not count")
     activation_value_bytes = 2 if _resolve_precision(precision) == "bf16" else 4
-    activations = activation_bytes(config, batch_size, seq_len, activation_value_bytes, gradient_checkpointing)
+    count_activations = architecture.activation_bytes if architecture else activation_bytes
+    activations = count_activations(config, batch_size, seq_len, activation_value_bytes, gradient_checkpointing)
     return MemoryEstimate(method, weights, gradients, optimizer, activations, trained, total_params, host, note)
 
 

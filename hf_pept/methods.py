@@ -14,13 +14,17 @@ Adding a method = its folder (config, implementation, an option group mirrored f
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .cola.arguments import CoLAArguments
+from .cola.config import CoLAConfig
+from .cola.memory import cola_activation_bytes, cola_model_config, cola_parameter_shapes
 from .galore.arguments import GaLoreArguments
 from .galore.config import GaLoreConfig
-from .knobs import AdapterArguments, LowRankArguments
+from .knobs import LLAMA_LINEAR_MODULES, AdapterArguments, LowRankArguments
 from .relora.arguments import ReLoRAArguments
 from .relora.config import ReLoRAConfig
 from .sst.arguments import SSTArguments
@@ -78,6 +82,21 @@ class StateLayout:
 
 
 @dataclass(frozen=True)
+class ArchitectureLayout:
+    """How :mod:`hf_pept.memory` counts an architecture's own model (None in a method = the LLaMA of ``model``).
+
+    ``model_config(model, vocab_size, seq_len, rank, **run_options)``: the config a run of ``model`` (a size, a
+    local config or a config object) builds; ``parameter_shapes(config)``: every parameter as
+    :class:`hf_pept.memory.ParamShape`, in ``named_parameters`` order; ``activation_bytes(config, batch_size,
+    seq_len, bytes_per_value, gradient_checkpointing)``: the bytes kept for backward in one step.
+    """
+
+    model_config: Callable[..., Any]
+    parameter_shapes: Callable[[Any], list]
+    activation_bytes: Callable[..., int]
+
+
+@dataclass(frozen=True)
 class Method:
     """One training method: identity, paper, knobs, how it is built, and its defaults.
 
@@ -87,7 +106,8 @@ class Method:
     :func:`hf_pept.models.build_model`). ``wrap_model(method, model, config)`` applies a tuner;
     ``trainer_kwargs(method, config, groups)`` returns the ``TrainingArguments`` entries of an optimizer.
     ``compare_knobs(interval)`` gives the method's periodic knobs for a ``hf-pept compare`` budget whose events
-    (merges, refreshes) come every ``interval`` steps.
+    (merges, refreshes) come every ``interval`` steps. ``architecture`` tells :mod:`hf_pept.memory` how to count an
+    architecture's model (its config, parameter shapes and activations).
     """
 
     name: str
@@ -111,6 +131,7 @@ class Method:
     optim_name: str | None = None
     fixed_knobs: Mapping[str, Any] = field(default_factory=dict)  # config values this method always sets
     unsupported_knobs: tuple[str, ...] = ()  # config fields of its option groups this method refuses to change
+    architecture: ArchitectureLayout | None = None
 
     @property
     def low_rank(self) -> bool:
@@ -228,6 +249,44 @@ def galore_trainer_kwargs(method: Method, config: GaLoreConfig, groups: OptionGr
     }
 
 
+def cola_run_config(method: Method, run: RunArguments, groups: OptionGroups, rank: int) -> CoLAConfig:
+    """The run's :class:`CoLAConfig` (its rank, CoLA or CoLA-M, ``only_lr_act``), checked before any work."""
+    from .models import DEFAULT_MAX_POSITION_EMBEDDINGS, cola_config
+
+    low_rank = groups[LowRankArguments]
+    if list(low_rank.target_modules) != LLAMA_LINEAR_MODULES:
+        raise ValueError(
+            f"{method.name} factorizes every attention and MLP linear {LLAMA_LINEAR_MODULES}; target_modules does "
+            f"not apply to it (got {list(low_rank.target_modules)})"
+        )
+    cola_m = bool(method.fixed_knobs.get("cola_m", False))
+    if cola_m and run.gradient_checkpointing:
+        raise ValueError(
+            "cola-m already recomputes every decoder layer in backward; drop --gradient_checkpointing, or use "
+            "--method cola with it"
+        )
+    max_positions = max(run.seq_len, DEFAULT_MAX_POSITION_EMBEDDINGS)
+    only_lr_act = groups[CoLAArguments].only_lr_act
+    return cola_config(run.model, run.vocab_size, max_positions, rank=rank, cola_m=cola_m, only_lr_act=only_lr_act)
+
+
+def build_cola_model(method: Method, run: RunArguments, config: CoLAConfig, vocab_size: int, max_positions: int):
+    """``CoLAForCausalLM`` of the run's config at the tokenizer's vocabulary; a local CoLA folder with weights is
+    loaded to continue pre-training."""
+    import copy
+    import os
+
+    from .cola import CoLAForCausalLM
+
+    config = copy.deepcopy(config)
+    config.vocab_size = vocab_size
+    config.max_position_embeddings = max(config.max_position_embeddings, max_positions)
+    path = str(run.model)
+    if os.path.isdir(path) and any(n.endswith(".safetensors") or n == "pytorch_model.bin" for n in os.listdir(path)):
+        return CoLAForCausalLM.from_pretrained(path, config=config)
+    return CoLAForCausalLM(config)
+
+
 def _relora_compare_knobs(interval: int) -> list[str]:
     # ReLoRA warm-starts full-rank for the first interval (Lialin et al. 2023, §3), then merges every interval.
     return [
@@ -264,6 +323,9 @@ SST_PAPER = Paper(
 FIRA_PAPER = Paper(
     "Fira: Can We Achieve Full-rank Training of LLMs Under Low-rank Constraint?", "Chen et al. 2024", "2410.01623"
 )
+COLA_PAPER = Paper(
+    "CoLA: Compute-Efficient Pre-Training of LLMs via Low-Rank Activation", "Liu et al. 2025", "2502.10940"
+)
 # Peak learning rates of the papers' LLaMA runs: 1e-3 for full-rank, LoRA and ReLoRA (Lialin et al. 2023, §4),
 # 1e-2 for GaLore and Fira with scale α = 0.25 (Zhao et al. 2024, §5.1: the projected update is scaled down by α),
 # 2e-2 for SwitchLoRA with s = 1/r (the authors' 350M script; their LoRA runs use 1e-2, full-rank 1e-3).
@@ -296,6 +358,38 @@ def _galore(name: str, optim: str, base: str, summary: str, *, layerwise=False, 
         optim_name=optim,
         fixed_knobs=fixed,
         **extra,
+    )
+
+
+# CoLA's pre-training scripts: AdamW at 6e-3 (60M), 3e-3 (130M, 350M), 2e-3 (1B); the smaller sizes take 60M's.
+_COLA_LEARNING_RATES = {"60m": 6e-3, "130m": 3e-3, "350m": 3e-3, "1b": 2e-3}
+
+
+def _cola(name: str, summary: str, *, cola_m: bool, in_compare: bool) -> Method:
+    config_call = "hf_pept.CoLAConfig(rank=128" + (", cola_m=True" if cola_m else "") + ", ...)"
+    return Method(
+        name=name,
+        family="architecture",
+        summary=summary,
+        entry=f"AutoModelForCausalLM.from_config(hf_pept.CoLAConfig({'cola_m=True' if cola_m else ''}))",
+        usage=f"AutoModelForCausalLM.from_config({config_call}); Trainer(model=model, ...)",
+        state=StateLayout("full"),
+        learning_rate=6e-3,
+        paper=COLA_PAPER,
+        config_class=CoLAConfig,
+        option_groups=(LowRankArguments, CoLAArguments),
+        rank_ratio=0.25,
+        learning_rate_by_size=_COLA_LEARNING_RATES,
+        in_compare=in_compare,
+        make_config=cola_run_config,
+        build_model=build_cola_model,
+        fixed_knobs={"cola_m": cola_m},
+        unsupported_knobs=("target_modules",),
+        architecture=ArchitectureLayout(
+            model_config=functools.partial(cola_model_config, cola_m=cola_m),
+            parameter_shapes=cola_parameter_shapes,
+            activation_bytes=cola_activation_bytes,
+        ),
     )
 
 
@@ -422,6 +516,20 @@ _TABLE: tuple[Method, ...] = (
         paper=FIRA_PAPER,
         fixed_knobs={"fira": True},
     ),
+    _cola(
+        "cola",
+        "LLaMA with every attention/MLP linear W replaced by the auto-encoder B·σ(A·x) of rank r, trained from "
+        "scratch with plain AdamW: about half the parameters and FLOPs of the LLaMA it replaces.",
+        cola_m=False,
+        in_compare=True,
+    ),
+    _cola(
+        "cola-m",
+        "CoLA that keeps only each layer's input and its r-dimensional activations A·x for backward and recomputes "
+        "the rest: the same model, outputs and gradients with less activation memory.",
+        cola_m=True,
+        in_compare=False,
+    ),
 )
 
 METHODS: dict[str, Method] = {method.name: method for method in _TABLE}
@@ -496,15 +604,17 @@ def format_table(names: list[str] | None = None) -> str:
     """``hf-pept methods``: a one-line overview per method, then each method's entry (:func:`describe`)."""
     chosen = [get(name) for name in names] if names else list(METHODS.values())
     width = max(len(m.name) for m in chosen)
-    overview = [f"{'method':<{width}}  {'family':<9}  {'paper':<19}  stock entry point"]
+    family_width = max(len(family) for family in FAMILIES)
+    overview = [f"{'method':<{width}}  {'family':<{family_width}}  {'paper':<19}  stock entry point"]
     for m in chosen:
         paper = m.paper.authors if m.paper else "-"
-        overview.append(f"{m.name:<{width}}  {m.family:<9}  {paper:<19}  {m.entry}")
+        overview.append(f"{m.name:<{width}}  {m.family:<{family_width}}  {paper:<19}  {m.entry}")
     entries = "\n\n".join(describe(m) for m in chosen)
     return "\n".join(overview) + "\n\n" + entries
 
 
 __all__ = [
+    "ArchitectureLayout",
     "FAMILIES",
     "METHODS",
     "Method",

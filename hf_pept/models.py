@@ -1,5 +1,8 @@
 """LLaMA models of the sizes the ReLoRA and GaLore papers pre-train, built from a config (no download).
 
+The same sizes also exist as CoLA models (:func:`cola_config`, :func:`build_cola`): LLaMA's shape with every
+attention and MLP linear factorized at rank r (Liu et al. 2025, arXiv 2502.10940), as its paper pre-trains them.
+
 The shapes follow the GaLore paper's configurations (Zhao et al. 2024, Table 11 / the ``configs/llama_*.json`` of
 its code), which the ReLoRA paper (Lialin et al. 2023, Table 1) also uses at 60M–350M: SwiGLU MLP, RMSNorm,
 rotary embeddings, untied input and output embeddings. The parameter count in each name assumes their 32k T5
@@ -167,6 +170,69 @@ def build_model(
         if seed is not None:
             torch.manual_seed(seed)
         return AutoModelForCausalLM.from_config(config)
+
+
+def cola_config(
+    size: str,
+    vocab_size: int,
+    max_position_embeddings: int = DEFAULT_MAX_POSITION_EMBEDDINGS,
+    rank: int | None = None,
+    cola_m: bool = False,
+    only_lr_act: bool | str | None = None,
+    **overrides: Any,
+):
+    """A :class:`hf_pept.CoLAConfig` of a named size (LLaMA's shape, :func:`llama_config`), or of a local LLaMA or
+    CoLA ``config.json`` / folder.
+
+    ``rank`` None = a quarter of the hidden size (the paper's r: 128 at 60m, 512 at 1b) or, for a local CoLA
+    config, its own rank. ``only_lr_act`` None / ``"auto"`` = the paper's choice for the size (off at 60m and
+    130m, on at 350m and 1b) or the local config's value; ``"true"`` / ``"false"`` as for the command line.
+    """
+    from .cola.config import CoLAConfig, resolve_only_lr_act
+
+    if is_model_size(size):
+        settings = llama_config(size, vocab_size, max_position_embeddings, **overrides).to_dict()
+    else:
+        path = os.fspath(size)
+        check_model(path)
+        from transformers import AutoConfig
+
+        local = AutoConfig.from_pretrained(path, **overrides)
+        if local.model_type not in ("llama", CoLAConfig.model_type):
+            raise ValueError(f"CoLA replaces the linears of a LLaMA; {size!r} is a {local.model_type!r} model")
+        settings = local.to_dict()
+        settings["vocab_size"] = vocab_size
+        settings["max_position_embeddings"] = max(max_position_embeddings, settings["max_position_embeddings"])
+    for key in ("model_type", "transformers_version", "architectures"):
+        settings.pop(key, None)
+    settings["cola_m"] = cola_m
+    if rank is not None:
+        settings["rank"] = rank
+    chosen = resolve_only_lr_act(only_lr_act, size if is_model_size(size) else None)
+    if chosen is not None:
+        settings["only_lr_act"] = chosen
+    return CoLAConfig(**settings)
+
+
+def build_cola(
+    size: str,
+    vocab_size: int,
+    max_position_embeddings: int = DEFAULT_MAX_POSITION_EMBEDDINGS,
+    seed: int | None = None,
+    dtype: torch.dtype | None = None,
+    **config_options: Any,
+):
+    """A randomly initialised :class:`hf_pept.CoLAForCausalLM` of the named size (see :func:`cola_config`)."""
+    from .cola import CoLAForCausalLM
+
+    config = cola_config(size, vocab_size, max_position_embeddings, **config_options)
+    if seed is None:
+        model = CoLAForCausalLM(config)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = CoLAForCausalLM(config)
+    return model.to(dtype) if dtype is not None else model
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:

@@ -44,8 +44,16 @@ GALORE_OPTIMIZERS: dict[str, tuple[type, bool]] = {
 _NO_DECAY_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
 
 
+def _projectable_weights(module: nn.Module) -> tuple[str, ...]:
+    """The 2-D weights of ``module`` GaLore may project: an ``nn.Linear``'s ``weight``, or the weights a module
+    lists in ``weight_names`` (a CoLA linear's factors A and B)."""
+    if isinstance(module, nn.Linear):
+        return ("weight",)
+    return tuple(getattr(module, "weight_names", ()))
+
+
 def _target_weight_names(model: nn.Module, target_modules: Any, optim_name: str) -> set[str]:
-    """Names of the ``nn.Linear`` weights matched by ``optim_target_modules`` (same matching as stock transformers)."""
+    """Names of the linear weights matched by ``optim_target_modules`` (same matching as stock transformers)."""
     from transformers.trainer_utils import check_target_module_exists
 
     if target_modules is None:
@@ -60,10 +68,13 @@ def _target_weight_names(model: nn.Module, target_modules: Any, optim_name: str)
     all_linear = isinstance(target_modules, str) and target_modules.replace("_", "-") == "all-linear"
     names = set()
     for module_name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and (all_linear or check_target_module_exists(target_modules, module_name)):
-            names.add(f"{module_name}.weight" if module_name else "weight")
+        weights = _projectable_weights(module)
+        if weights and (all_linear or check_target_module_exists(target_modules, module_name)):
+            names.update(f"{module_name}.{weight}" if module_name else weight for weight in weights)
     if not names:
-        raise ValueError(f"optim_target_modules={target_modules!r} matched no nn.Linear module of the model")
+        raise ValueError(
+            f"optim_target_modules={target_modules!r} matched no linear module of the model (nn.Linear or CoLA)"
+        )
     return names
 
 
