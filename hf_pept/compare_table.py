@@ -111,10 +111,17 @@ def notes(rows: list[dict[str, Any]], peak_memory_kind: str | None, model_line: 
     out = [model_line]
     sources = {r["method"]: r.get("learning_rate_source", "") for r in rows}
     untuned = [m for m, source in sources.items() if source != "sweep"]
-    out.append(
-        "lr: each method at its own best rate of the committed sweep for this budget (hf-pept compare --sweep)"
-        + (f"; not swept, the method's default: {', '.join(untuned)}" if untuned else "")
-    )
+    if len(untuned) == len(sources):
+        out.append(
+            "lr: every method at its method-table default (its paper's rate): no sweep is committed for this budget, "
+            "so the ordering largely follows the learning rates (hf-pept compare --sweep tunes them)"
+        )
+    else:
+        out.append(
+            "lr: each method at its own best rate of the committed sweep for this budget (hf-pept compare --sweep)"
+            + (f"; not swept, the method's default: {', '.join(untuned)}" if untuned else "")
+        )
+    out.append("tokens/s: wall-clock throughput of each run, as loaded as the machine was at the time")
     out.append("rank: hidden/4 for every low-rank method (the papers' ratio); eval ppl: mean over seeds, ± sample sd")
     out.append(
         "opt. state: bytes of every tensor in the optimizer's state after training, exact; "

@@ -18,8 +18,8 @@ def test_every_method_command_parses_with_the_budget_scaled():
         argv = budget.argv(method, "out", "cpu", seed=7, lr=3e-3)
         assert argv[0] == "train"
         prepared = run_args.prepare(*run_args.parse_train_args(argv[1:]))
-        # every low-rank method at the papers' ratio: a quarter of the 20m model's hidden size 256
-        expected_rank = None if method == "full" else 64
+        # every low-rank method at the papers' ratio: a quarter of the tiny model's hidden size 64
+        expected_rank = None if method == "full" else 16
         run = prepared.run
         assert (run.method, run.max_steps, prepared.rank, run.seed, run.learning_rate) == (
             method,
@@ -67,6 +67,8 @@ def test_rows_average_the_seeds_and_gap_to_full_rank_is_the_relative_perplexity_
     assert "—" in table and "+22.0" in table and "1e-02" in table
     lines = compare_table.notes(rows, "cpu_rss", "model: x")
     assert any("not swept, the method's default: lora" in line for line in lines)
+    untuned = [dict(row, learning_rate_source="method default") for row in rows]
+    assert any("no sweep is committed" in line for line in compare_table.notes(untuned, "cpu_rss", "model: x"))
     assert any("peak RSS on CPU" in line for line in lines)
 
 
