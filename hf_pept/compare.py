@@ -176,7 +176,14 @@ def _run(budget: Budget, method: str, run_dir: Path, device: str, seed: int, lr:
     return read_run(run_dir)
 
 
-def sweep(budget: Budget, methods: list[str], out: Path, device: str, grid=SWEEP_GRID) -> dict[str, float]:
+def sweep(
+    budget: Budget,
+    methods: list[str],
+    out: Path,
+    device: str,
+    grid=SWEEP_GRID,
+    command: str = "hf-pept compare --sweep",
+) -> dict[str, float]:
     """Every method at every rate of ``grid`` (first seed); writes ``lr_sweep.csv`` and ``lr_defaults.json``."""
     import csv
 
@@ -195,8 +202,7 @@ def sweep(budget: Budget, methods: list[str], out: Path, device: str, grid=SWEEP
             best[method] = min(by_lr, key=lambda lr: by_lr[lr])
             for lr, ppl in by_lr.items():
                 writer.writerow([method, lr, ppl, lr == best[method]])
-    command = "hf-pept compare --sweep " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["compare"] else [])
-    payload = {"budget": budget.key(), "grid": list(grid), "learning_rates": best, "command": command.strip()}
+    payload = {"budget": budget.key(), "grid": list(grid), "learning_rates": best, "command": command}
     payload["date"] = time.strftime("%Y-%m-%d")
     (out / SWEEP_DEFAULTS).write_text(json.dumps(payload, indent=1), encoding="utf-8")
     for method in methods:
@@ -285,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         max_eval_tokens=budget.max_eval_tokens,
     )
     if args.sweep:
-        sweep(budget, methods, out, args.device)
+        given = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("compare", "--sweep")]
+        sweep(budget, methods, out, args.device, command=" ".join(["hf-pept compare --sweep", *given]))
         return 0
     plan = learning_rate_plan(methods, budget, overrides)
     print(
