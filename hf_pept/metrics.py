@@ -207,6 +207,8 @@ class MetricsCallback(TrainerCallback):
         self._train_end, self._paused, self._paused_at_last_log = None, 0.0, 0.0
 
     def _pause_since_step_end(self) -> None:
+        if self._train_end is not None:  # an evaluation after training: the training time is already fixed
+            return
         now = time.perf_counter()
         if self._step_end_time is not None:
             self._paused += now - self._step_end_time

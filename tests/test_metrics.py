@@ -107,6 +107,27 @@ def test_metrics_file_has_training_eval_and_event_records(tmp_path):
     assert unwrap_optimizer(trainer.optimizer) is not trainer.optimizer
 
 
+def test_an_evaluation_after_training_leaves_the_training_time_alone(tmp_path):
+    """The runner evaluates once more after ``train()`` when the schedule did not end on an evaluation; that
+    evaluation used to count as a pause inside training, so a long one made the training time negative."""
+    import time
+
+    trainer = Trainer(
+        model=build_llama("tiny", VOCAB, max_position_embeddings=SEQ, seed=0),
+        args=_args(tmp_path, max_steps=2),
+        train_dataset=RandomBlocks(8, seed=2),
+        eval_dataset=RandomBlocks(2, seed=3),
+        callbacks=[callback := MetricsCallback(tmp_path)],
+    )
+    trainer.train()
+    trained = dict(callback.summary)
+    time.sleep(2 * trained["train_seconds"])  # stands for an evaluation longer than the training
+    callback.on_evaluate(trainer.args, trainer.state, trainer.control)
+    summary = callback.finalize(trainer.state, trainer.optimizer)
+    assert summary["train_seconds"] == trained["train_seconds"] > 0
+    assert summary["tokens_per_second"] == trained["tokens_per_second"] > 0
+
+
 def test_resumed_run_continues_the_same_records(tmp_path):
     def run(output_dir, max_steps, resume=None):
         model = build_llama("tiny", VOCAB, max_position_embeddings=SEQ, seed=0)
