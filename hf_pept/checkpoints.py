@@ -2,7 +2,8 @@
 
 The Trainer writes a checkpoint file by file into ``checkpoint-N/``; a process killed on the way (OOM, preemption,
 a full disk) leaves a partial folder that ``get_last_checkpoint`` would pick and fail to load. Here a checkpoint is
-*complete* when its mark, :data:`MARK_FILE`, is there and every file it lists has the recorded size. The mark is
+*complete* when its mark, :data:`MARK_FILE`, is there and every file it lists has the recorded size (a folder with
+no mark counts when its ``trainer_state.json``, the Trainer's last file, is whole: checkpoints of older runs). The mark is
 written after the Trainer has written everything (:class:`CheckpointCallback`, ``on_save``), to a temporary name
 and renamed, so it is all or nothing.
 
@@ -29,6 +30,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 MARK_FILE = "hf_pept_checkpoint.json"
+TRAINER_STATE = "trainer_state.json"
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
@@ -45,7 +47,7 @@ def _files_and_sizes(folder: Path) -> dict[str, int]:
     return {
         str(p.relative_to(folder)): p.stat().st_size
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MARK_FILE
+        if p.is_file() and p.name not in (MARK_FILE, MARK_FILE + ".tmp")  # a crash's temporary mark is not data
     }
 
 
@@ -73,7 +75,13 @@ def incompleteness(folder: str | os.PathLike) -> str | None:
     folder = Path(folder)
     mark = read_mark(folder)
     if mark is None:
-        return "no completion mark: the run ended while saving it"
+        # No mark: a checkpoint written before marks existed, or a kill after the Trainer's last file. The Trainer
+        # writes trainer_state.json after every other file, so the folder counts when that file is whole.
+        try:
+            json.loads((folder / TRAINER_STATE).read_text(encoding="utf-8"))
+            return None
+        except (OSError, ValueError):
+            return f"no completion mark and no readable {TRAINER_STATE}: the run ended while saving it"
     for name, size in mark.get("files", {}).items():
         path = folder / name
         if not path.is_file():

@@ -2,7 +2,8 @@
 its own tuned learning rate.
 
 Each run is one ``hf-pept train`` in its own process (so each peak-memory figure is its own) and its own folder under
-``--output_dir`` (``<method>`` for the first seed, ``<method>-seed<k>`` for the others); the table is read back from
+``--output_dir`` (``<method>`` for the first seed, ``<method>-seed<k>`` for the others; a folder of an earlier
+comparison of that name is replaced); the table is read back from
 the folders' ``summary.json`` and ``metrics.jsonl`` only, like the app does. Writes ``comparison.txt``,
 ``comparison.csv`` and ``comparison.png``.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -169,6 +171,8 @@ def _parse_rates(text: str | None) -> dict[str, float]:
 
 
 def _run(budget: Budget, method: str, run_dir: Path, device: str, seed: int, lr: float) -> tuple | None:
+    if run_dir.is_dir():  # the comparison's own folder of an earlier comparison: replaced, not mixed with it
+        shutil.rmtree(run_dir)
     returncode = run_train(budget.argv(method, run_dir, device, seed=seed, lr=lr))
     if returncode != 0:
         print(f"  {method} (seed {seed}, lr {lr:g}) failed (exit {returncode}); see {run_dir / 'stdout.log'}")
@@ -315,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     summaries = [s for r in runs.values() for s, _ in r]
     hardware = summaries[0].get("hardware", "")
     table = format_table(rows)
-    text = "\n".join([table, "", *notes(rows, summaries[0].get("peak_memory_kind"), model_line(budget, summaries))])
+    peak_kind = summaries[0].get("peak_memory_kind")
+    text = "\n".join([table, "", *notes(rows, peak_kind, model_line(budget, summaries), rank=budget.rank)])
     text += f"\n\n{hardware}; total {time.perf_counter() - started:.0f} s"
     print(f"\n{text}")
     (out / "comparison.txt").write_text(text + "\n", encoding="utf-8")

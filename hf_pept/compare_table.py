@@ -106,23 +106,32 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def notes(rows: list[dict[str, Any]], peak_memory_kind: str | None, model_line: str) -> list[str]:
-    """The lines printed under the table: what each column that could mislead measures."""
+def notes(rows: list[dict[str, Any]], peak_memory_kind: str | None, model_line: str, rank: int | None = None):
+    """The lines printed under the table: what each column that could mislead measures (``rank``: the one given
+    with ``--rank``, None = each method's default)."""
     out = [model_line]
     sources = {r["method"]: r.get("learning_rate_source", "") for r in rows}
-    untuned = [m for m, source in sources.items() if source != "sweep"]
-    if len(untuned) == len(sources):
+    untuned = [m for m, source in sources.items() if source == "method default"]
+    given = [m for m, source in sources.items() if source == "given"]
+    if given:
+        out.append(f"lr given with --learning_rates: {', '.join(given)}")
+    if untuned and len(untuned) == len(sources):
         out.append(
             "lr: every method at its method-table default (its paper's rate): no sweep is committed for this budget, "
             "so the ordering largely follows the learning rates (hf-pept compare --sweep tunes them)"
         )
-    else:
+    elif len(given) < len(sources):
         out.append(
             "lr: each method at its own best rate of the committed sweep for this budget (hf-pept compare --sweep)"
             + (f"; not swept, the method's default: {', '.join(untuned)}" if untuned else "")
         )
     out.append("tokens/s: wall-clock throughput of each run, as loaded as the machine was at the time")
-    out.append("rank: hidden/4 for every low-rank method (the papers' ratio); eval ppl: mean over seeds, ± sample sd")
+    ranks = (
+        f"{rank} for every low-rank method (--rank)"
+        if rank
+        else "hidden/4 for every low-rank method (the papers' ratio)"
+    )
+    out.append(f"rank: {ranks}; eval ppl: mean over seeds, ± sample sd")
     out.append(
         "opt. state: bytes of every tensor in the optimizer's state after training, exact; "
         + (

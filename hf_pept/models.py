@@ -122,7 +122,7 @@ def hidden_size(name_or_path: str) -> int:
     check_model(path)
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(os.path.dirname(path) if os.path.isfile(path) else path)
+    config = AutoConfig.from_pretrained(path)  # a folder or the config file itself, as build_model reads it
     size = getattr(config, "hidden_size", None)
     if not isinstance(size, int):
         raise ValueError(f"Model {name_or_path!r} has no integer hidden_size in its config")

@@ -33,7 +33,7 @@ class PreemptionCallback(TrainerCallback):
 
     def _handle(self, signum, frame) -> None:
         self.received = signal.Signals(signum).name
-        self._restore()  # the next signal acts as it would without us
+        self.restore()  # the next signal acts as it would without us
         print(
             f"\nhf-pept: received {self.received}: saving a checkpoint at the end of this step, then stopping "
             f"(send it again to stop at once)",
@@ -41,7 +41,8 @@ class PreemptionCallback(TrainerCallback):
             flush=True,
         )
 
-    def _restore(self) -> None:
+    def restore(self) -> None:
+        """Put back the handlers that were there before :meth:`on_train_begin` (idempotent)."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
@@ -58,7 +59,7 @@ class PreemptionCallback(TrainerCallback):
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
-        self._restore()
+        self.restore()
 
 
 __all__ = ["PreemptionCallback", "SIGNALS"]

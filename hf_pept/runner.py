@@ -25,7 +25,13 @@ from typing import Any
 import torch
 
 from . import data, models
-from .checkpoints import CheckpointCallback, incomplete_checkpoints, last_complete_checkpoint, last_healthy_checkpoint
+from .checkpoints import (
+    CheckpointCallback,
+    checkpoint_folders,
+    incomplete_checkpoints,
+    last_complete_checkpoint,
+    last_healthy_checkpoint,
+)
 from .divergence import DivergenceGuard
 from .metrics import MB, MetricsCallback
 from .preemption import PreemptionCallback
@@ -201,8 +207,24 @@ def train(run: RunArguments | None = None, *groups: Any) -> dict[str, Any]:
     run_dir = Path(run.output_dir) if run.output_dir else default_run_dir(run)
     resume = _resume_path(run, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / SUMMARY_FILE).unlink(missing_ok=True)  # an earlier segment's summary must not describe this one
+    if resume is None:
+        _set_aside_earlier_checkpoints(run_dir)
     with _tee_output(run_dir / STDOUT_FILE):
         return _train_in(prepared, run_dir, resume)
+
+
+def _set_aside_earlier_checkpoints(run_dir: Path) -> None:
+    """A fresh run in a folder holding another run's checkpoints: move them to ``previous-<time>/`` (kept, not
+    deleted), so that neither ``last`` nor rotation mixes the two runs' checkpoints."""
+    earlier = checkpoint_folders(run_dir)
+    if not earlier:
+        return
+    aside = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.mkdir()
+    for folder in earlier:
+        folder.rename(aside / folder.name)
+    print(f"hf-pept: {run_dir} held {len(earlier)} checkpoint(s) of an earlier run; moved to {aside}", file=sys.stderr)
 
 
 def _load_data(run: RunArguments):
@@ -261,7 +283,7 @@ def _finish(trainer, metrics: MetricsCallback, run_dir: Path, guard, preemption)
     """Evaluate at the last step if the schedule did not, finalise the metrics; ``(status, metrics summary)``."""
     if guard.status:
         status = guard.status
-    elif preemption.received:
+    elif preemption.received and trainer.state.global_step < trainer.state.max_steps:
         status = "preempted"
     else:
         status = "stopped" if stop_requested(run_dir) else "finished"
@@ -275,8 +297,8 @@ def _train_or_explain(trainer, resume, run_dir: Path) -> None:
     """``trainer.train``; a full disk becomes a :class:`TrainingFailed` naming the checkpoint to resume from."""
     try:
         trainer.train(resume_from_checkpoint=resume)
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
+    except Exception as err:
+        if not _disk_full(err):
             raise
         last = last_complete_checkpoint(run_dir)
         resume_hint = f"the last complete checkpoint is {last}" if last else "no complete checkpoint was saved yet"
@@ -284,6 +306,21 @@ def _train_or_explain(trainer, resume, run_dir: Path) -> None:
             f"no space left on device ({err}); {resume_hint}: free space, then resume with --resume_from_checkpoint "
             "last"
         ) from None
+
+
+# What the savers raise on a full disk besides OSError(ENOSPC): safetensors' SafetensorError ("No space left on
+# device (os error 28)") and torch.save's RuntimeError ("... PytorchStreamWriter failed writing file ...").
+_DISK_FULL_WORDS = ("no space left on device", "os error 28", "failed writing file", "file write failed")
+
+
+def _disk_full(err: BaseException) -> bool:
+    while err is not None:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        if any(words in str(err).lower() for words in _DISK_FULL_WORDS):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _done_line(summary: dict[str, Any], summary_path: Path) -> str:
@@ -340,7 +377,10 @@ def _train_in(prepared: PreparedRun, run_dir: Path, resume) -> dict[str, Any]:
         f"model: {total_params / 1e6:.2f}M parameters, {trained_params / 1e6:.2f}M trained ({run.method}); "
         f"{device}, {precision}; {tokens_per_step:,} tokens per optimizer step"
     )
-    _train_or_explain(trainer, resume, run_dir)
+    try:
+        _train_or_explain(trainer, resume, run_dir)
+    finally:
+        preemption.restore()  # also when training raised: the process's own handlers come back
     # After training: ReLoRA's warm start trains the adapted weights too, its low-rank phase only the factors.
     trained_params = models.count_parameters(trainer.model, trainable_only=True)
     status, totals = _finish(trainer, metrics, run_dir, guard, preemption)
@@ -363,7 +403,7 @@ def _train_in(prepared: PreparedRun, run_dir: Path, resume) -> dict[str, Any]:
         "skipped_updates": guard.skipped,
         "last_complete_checkpoint": last_complete_checkpoint(run_dir),
     }
-    if preemption.received:
+    if status == "preempted":
         summary["signal"] = preemption.received
     if guard.failure:
         summary["failure"] = guard.failure
@@ -372,7 +412,7 @@ def _train_in(prepared: PreparedRun, run_dir: Path, resume) -> dict[str, Any]:
         healthy = last_healthy_checkpoint(run_dir)
         where = f"last healthy checkpoint: {healthy}" if healthy else "no healthy checkpoint was saved"
         raise TrainingFailed(f"{guard.failure} ({where}; summary in {run_dir / SUMMARY_FILE})")
-    if preemption.received:
+    if status == "preempted":
         print(
             f"stopped on {preemption.received} at step {summary['steps']} with a checkpoint; resume with "
             "--resume_from_checkpoint last"

@@ -125,3 +125,12 @@ def test_option_groups_mirror_their_configs_once():
             if method.config_class and getattr(group, "config_fields", None):
                 config_fields = {f.name for f in dataclasses.fields(method.config_class)}
                 assert set(group.config_fields.values()) <= config_fields, group
+
+
+def test_the_rank_of_a_local_config_file_follows_its_hidden_size(tmp_path):
+    from hf_pept.models import llama_config
+
+    path = tmp_path / "my-llama.json"  # a config file not named config.json, as --model accepts
+    llama_config("20m", 512).to_json_file(str(path))
+    run = run_args.RunArguments(method="lora", model=str(path))
+    assert run_args.resolve_rank(run, run_args.LowRankArguments()) == 64

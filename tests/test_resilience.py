@@ -42,13 +42,18 @@ def _fake_checkpoint(run_dir: Path, step: int, mark: bool = True, healthy: bool 
 def test_a_checkpoint_counts_only_when_marked_and_its_files_have_the_written_sizes(tmp_path):
     _fake_checkpoint(tmp_path, 5)
     ten = _fake_checkpoint(tmp_path, 10)
-    _fake_checkpoint(tmp_path, 15, mark=False)  # killed while saving
+    (_fake_checkpoint(tmp_path, 15, mark=False) / "trainer_state.json").unlink()  # killed while saving
+    _fake_checkpoint(tmp_path, 3, mark=False)  # written before marks existed: whole trainer_state.json
     assert checkpoints.last_complete_checkpoint(tmp_path) == str(ten)
     (ten / "model.safetensors").write_bytes(b"w" * 7)  # truncated after the mark
     assert "model.safetensors has 7 bytes, 110 were written" == checkpoints.incompleteness(ten)
     assert checkpoints.last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-5")
     why = dict((p.name, w) for p, w in checkpoints.incomplete_checkpoints(tmp_path))
     assert set(why) == {"checkpoint-10", "checkpoint-15"} and "no completion mark" in why["checkpoint-15"]
+    assert [p.name for p in checkpoints.complete_checkpoints(tmp_path)] == ["checkpoint-3", "checkpoint-5"]
+    (tmp_path / "checkpoint-5" / (checkpoints.MARK_FILE + ".tmp")).write_text("{")  # a crash while marking
+    checkpoints.mark_complete(tmp_path / "checkpoint-5", 5)
+    assert checkpoints.incompleteness(tmp_path / "checkpoint-5") is None
 
 
 def test_rotation_keeps_the_newest_complete_and_healthy_ones_and_never_an_incomplete_folder(tmp_path):
@@ -56,7 +61,7 @@ def test_rotation_keeps_the_newest_complete_and_healthy_ones_and_never_an_incomp
         _fake_checkpoint(tmp_path, step)
     for step in (3, 4):
         _fake_checkpoint(tmp_path, step, healthy=False)  # saved while updates were being skipped
-    _fake_checkpoint(tmp_path, 5, mark=False)
+    (_fake_checkpoint(tmp_path, 5, mark=False) / "trainer_state.json").unlink()  # cut short
     deleted = checkpoints.rotate(tmp_path, save_total_limit=1)
     assert sorted(p.name for p in deleted) == ["checkpoint-1", "checkpoint-3"]
     assert [p.name for p in checkpoints.checkpoint_folders(tmp_path)] == [
@@ -194,7 +199,19 @@ def test_a_diverging_run_stops_with_one_line_and_only_finite_checkpoints(cache_d
             assert torch.isfinite(tensor).all(), folder
 
 
-def test_a_full_disk_while_saving_keeps_the_previous_checkpoint_and_says_so(cache_dir, tmp_path, capsys, monkeypatch):
+DISK_FULL_ERRORS = {
+    "oserror": lambda path: OSError(errno.ENOSPC, "No space left on device", path),
+    # what torch.save raises when the disk fills while it writes (its C++ stream writer)
+    "torch.save": lambda path: RuntimeError(
+        "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/3: file write failed"
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(DISK_FULL_ERRORS))
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint_and_says_so(
+    cache_dir, tmp_path, capsys, monkeypatch, kind
+):
     from transformers import Trainer
 
     from hf_pept.cli import main
@@ -205,7 +222,7 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint_and_says_so(cach
     def save_then_fill_the_disk(self, output_dir):
         calls.append(output_dir)
         if len(calls) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device", output_dir)
+            raise DISK_FULL_ERRORS[kind](output_dir)
         return original(self, output_dir)
 
     monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", save_then_fill_the_disk)
@@ -275,7 +292,7 @@ def test_a_run_killed_while_saving_resumes_from_its_last_complete_checkpoint(cac
         text=True, timeout=300,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-6000:] + resumed.stdout[-3000:]
-    assert f"{caught.name} is incomplete" in resumed.stderr or caught.name == f"checkpoint-{step + 1}"
+    assert f"{caught.name} is incomplete" in resumed.stderr  # reported before the resumed run writes over it
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == step + 2
 
 
@@ -303,3 +320,18 @@ def test_sigterm_saves_a_checkpoint_at_the_step_boundary_and_the_run_resumes(cac
                  "--resume_from_checkpoint", "last"]) == 0  # fmt: skip
     after = json.loads((run_dir / "summary.json").read_text())
     assert after["status"] == "finished" and after["steps"] == steps + 2 and math.isfinite(after["eval_perplexity"])
+
+
+def test_a_fresh_run_in_a_folder_of_an_earlier_run_sets_its_checkpoints_aside(cache_dir, tmp_path, capsys):
+    """Without it, a longer earlier run's checkpoint-N would be 'last' and rotation would delete the new ones."""
+    from hf_pept.cli import main
+
+    run_dir = tmp_path / "reused"
+    common = ["train", *TINY, "--save_steps", "1", "--save_total_limit", "1", "--output_dir", str(run_dir)]
+    assert main([*common, "--max_steps", "3"]) == 0
+    assert main([*common, "--max_steps", "2"]) == 0
+    assert "held 1 checkpoint(s) of an earlier run" in capsys.readouterr().err
+    assert [p.name for p in checkpoints.checkpoint_folders(run_dir)] == ["checkpoint-2"]
+    (aside,) = run_dir.glob("previous-*")
+    assert [p.name for p in checkpoints.checkpoint_folders(aside)] == ["checkpoint-3"]
+    assert checkpoints.last_complete_checkpoint(run_dir) == str(run_dir / "checkpoint-2")

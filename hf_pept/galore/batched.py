@@ -9,8 +9,9 @@ step count) in one param group are stepped here together, GaLore Algorithm 1 (Zh
     N_i = (M_i / (1 − β₁ᵗ)) / (sqrt(V_i / (1 − β₂ᵗ)) + ε)      on the stacked moments
     W_i ← (1 − ηλ) W_i − ηα · P_i N_i  (or N_i Q_iᵀ)           one batched GEMM, then multi-tensor ops
 
-The op sequence of each element is the per-weight reference's (``hf_pept.kernels.galore_update``), so the two agree
-to GEMM rounding (fp32: ≤ 1e-6 relative; the tests hold the per-weight path as the reference). Projector refreshes
+Each element goes through the per-weight reference's ops (``hf_pept.kernels.galore_update``) except the last: the
+decay and the back-projected update are two multi-tensor ops instead of one fused ``addmm_`` (one more rounding), so
+the two agree to rounding (fp32: ≤ 1e-6 relative; the tests hold the per-weight path as the reference). Projector refreshes
 (an SVD per weight), Fira's residual and two-sided projection stay on the per-weight path.
 
 Memory: a group stacks its gradients (in the projector's dtype) and its back-projected updates, so it holds two

@@ -296,7 +296,8 @@ class GaLoreAdamW(GaLoreOptimizer):
         if side == FULL or "exp_avg" not in state or state["step"] % group["update_proj_gap"] == 0:
             return None  # two-sided, first step, or a projector refresh (an SVD per weight) is due
         projector = state["projector"]
-        return (tuple(p.shape), side, p.dtype, p.grad.dtype, projector.dtype, state["exp_avg"].dtype, state["step"])
+        dtypes = (p.dtype, p.grad.dtype, projector.dtype, state["exp_avg"].dtype)
+        return (tuple(p.shape), side, p.device, *dtypes, state["step"])
 
     def _batched_projected_update(self, group, params, side):
         beta1, beta2 = group["betas"]
