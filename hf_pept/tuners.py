@@ -1,6 +1,7 @@
-"""Plumbing shared by our peft tuners (ReLoRA, SwitchLoRA): registering a tuner with peft, attaching its callback
-to ``transformers.Trainer``, saving the base weights the tuner changes, refusing optimizers that cannot work with
-it, and the seeded random streams that keep data-parallel ranks and resumed runs identical.
+"""Plumbing shared by our peft tuners (ReLoRA, SwitchLoRA, SST): registering a tuner with peft, checking the peft
+fields of its config, matching the modules it wraps, attaching its callback to ``transformers.Trainer``, saving the
+base weights the tuner changes, refusing optimizers that cannot work with it, and the seeded random streams that keep
+data-parallel ranks and resumed runs identical.
 
 **peft.** peft's public ``register_peft_method`` fills its mappings (config class, tuner class, prefix) but requires
 the name to be a member of the ``PeftType`` enum, which third-party methods cannot add through any API. We add the
@@ -34,6 +35,62 @@ def derived_generator(seed: int, step: int, device: torch.device | str, stream: 
     generator = torch.Generator(device=device)
     generator.manual_seed(((seed * _SEED_STRIDE + step) * 4 + stream) % (2**63))
     return generator
+
+
+# ---- configs --------------------------------------------------------------------------------------------------
+
+
+def finish_tuner_config(config, peft_type_name: str) -> None:
+    """The common end of a tuner config's ``__post_init__``: its ``PeftType`` member, list targets as sets.
+
+    peft keeps ``target_modules`` / ``exclude_modules`` as sets (as ``LoraConfig`` does); ``peft_type`` falls back to
+    the plain name before the tuner is registered.
+    """
+    from peft.utils import PeftType
+
+    config.peft_type = getattr(PeftType, peft_type_name, peft_type_name)
+    if isinstance(config.target_modules, list):
+        config.target_modules = set(config.target_modules)
+    if isinstance(config.exclude_modules, list):
+        config.exclude_modules = set(config.exclude_modules)
+
+
+def check_bias(config, bias_modes: tuple[str, ...]) -> None:
+    if config.bias not in bias_modes:
+        raise ValueError(f"bias must be one of {bias_modes}, got {config.bias!r}")
+
+
+def check_no_target_parameters(config, what: str) -> None:
+    """``what`` is the tuner and its verb, e.g. ``"ReLoRA adapts"``: the tuners wrap linear modules only."""
+    if config.target_parameters:
+        raise ValueError(
+            f"{what} linear modules only; target_parameters must be None, got {config.target_parameters!r}"
+        )
+
+
+def check_layer_filter(config, *, refuse_str_targets: bool = True) -> None:
+    """``layers_to_transform`` / ``layers_pattern`` as peft's ``LoraConfig`` accepts them.
+
+    With ``refuse_str_targets``, a str ``target_modules`` (one regex, or 'all-linear') refuses the layer filter:
+    peft matches such a value without it, so the layers would be adapted all the same.
+    """
+    if refuse_str_targets and isinstance(config.target_modules, str):
+        # LoraConfig refuses this with the same words.
+        for name in ("layers_to_transform", "layers_pattern"):
+            if getattr(config, name) is not None:
+                raise ValueError(
+                    f"`{name}` cannot be used when `target_modules` is a str (got {config.target_modules!r}): "
+                    "list the module names, e.g. target_modules=['q_proj', 'v_proj'], or leave "
+                    "target_modules=None to adapt every linear layer of the chosen layers"
+                )
+    if config.layers_pattern and config.layers_to_transform is None:
+        raise ValueError("layers_pattern is only used with layers_to_transform; set both or neither")
+
+
+def check_int(name: str, value, low: int) -> None:
+    """``value`` is an ``int`` (not a ``bool``) and at least ``low``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 # ---- finding the tuner ----------------------------------------------------------------------------------------
