@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -91,6 +91,53 @@ def check_int(name: str, value, low: int) -> None:
     """``value`` is an ``int`` (not a ``bool``) and at least ``low``."""
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+# ---- matching modules -----------------------------------------------------------------------------------------
+
+# peft's value of target_modules for every linear layer but the output head.
+ALL_LINEAR = "all-linear"
+
+
+def default_to_all_linear(peft_config):
+    """``target_modules=None`` becomes ``'all-linear'`` (every linear layer but the output head); returns the config."""
+    if peft_config.target_modules is None:
+        peft_config.target_modules = ALL_LINEAR
+    return peft_config
+
+
+def linear_modules(model: nn.Module) -> Iterator[tuple[str, nn.Linear]]:
+    """``(name, module)`` of every ``nn.Linear`` in ``model`` except its output head, in module order."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and module is not head:
+            yield name, module
+
+
+def tuner_layers(model: nn.Module, layer_cls: type) -> Iterator[tuple[str, nn.Module]]:
+    """``(name, module)`` of every ``layer_cls`` module in ``model``, in module order."""
+    for name, module in model.named_modules():
+        if isinstance(module, layer_cls):
+            yield name, module
+
+
+def refuse_second_adapter(tuner, why: str) -> None:
+    """Tuners that fold their adapter into the weights hold one: ``why`` says so, e.g. ``"ReLoRA trains ..."``."""
+    if len(tuner.peft_config) > 1:
+        raise ValueError(f"{why}; the model already has adapters {sorted(tuner.peft_config)}")
+
+
+def linear_base(target: nn.Module, current_key: str, what: str) -> nn.Linear:
+    """The ``nn.Linear`` under ``target`` (itself, or a peft layer's base layer); ``what`` is e.g. ``"ReLoRA adapts"``."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
+    if not isinstance(base, nn.Linear):
+        raise TypeError(
+            f"{what} torch.nn.Linear layers only; {current_key!r} is a {type(base).__name__}. "
+            "Narrow target_modules or add it to exclude_modules."
+        )
+    return base
 
 
 # ---- finding the tuner ----------------------------------------------------------------------------------------
