@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import warnings
 from collections.abc import Callable, Iterator
 
 import torch
@@ -138,6 +139,97 @@ def linear_base(target: nn.Module, current_key: str, what: str) -> nn.Linear:
             "Narrow target_modules or add it to exclude_modules."
         )
     return base
+
+
+# ---- low-rank linear layers ----------------------------------------------------------------------------------
+
+
+class LowRankLinearMixin:
+    """ΔW, peft's merge / unmerge and the forward y = W x + s·B (A x) of a tuner layer with LoRA-shaped factors.
+
+    For a ``BaseTunerLayer`` whose ``adapter_layer_names`` are its (A, B) ``nn.ModuleDict``s of ``nn.Linear`` and
+    which holds ``scaling`` per adapter and its input dropouts in the ``nn.ModuleDict`` named ``lowrank_dropout``.
+    ``nn.Module`` has a ``forward`` of its own: a layer class sets ``forward = LowRankLinearMixin.lowrank_forward``.
+    """
+
+    lowrank_dropout: str
+
+    def _lowrank_a(self) -> nn.ModuleDict:
+        return getattr(self, self.adapter_layer_names[0])
+
+    def _lowrank_b(self) -> nn.ModuleDict:
+        return getattr(self, self.adapter_layer_names[1])
+
+    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        """ΔW = s · B A (fp32)."""
+        lora_a = self._lowrank_a()[adapter_name].weight.float()
+        lora_b = self._lowrank_b()[adapter_name].weight.float()
+        return self.scaling[adapter_name] * (lora_b @ lora_a)
+
+    def broken_merge_message(self, adapter_name: str) -> str:
+        """The error of a ``safe_merge`` whose result is not finite (peft's tuners' wording, word for word)."""
+        return f"NaNs detected in the merged weights. The adapter {adapter_name} seems to be broken"
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        """peft's merge (used by ``merge_and_unload``): W ← W + s·B A, the factors stay as they are."""
+        from peft.tuners.tuners_utils import check_adapters_to_merge
+
+        from .kernels.lora_merge import merge_lora_
+
+        adapter_names = check_adapters_to_merge(self, adapter_names)
+        weight = self.get_base_layer().weight
+        factors_a, factors_b = self._lowrank_a(), self._lowrank_b()
+        for name in adapter_names:
+            if name not in factors_a:
+                continue
+            lora_a, lora_b = factors_a[name].weight, factors_b[name].weight
+            with torch.no_grad():
+                if safe_merge:
+                    merged = weight.data.clone()
+                    merge_lora_(merged, lora_a, lora_b, self.scaling[name])
+                    if not torch.isfinite(merged).all():
+                        raise ValueError(self.broken_merge_message(name))
+                    weight.data.copy_(merged)
+                else:
+                    merge_lora_(weight.data, lora_a, lora_b, self.scaling[name])
+            self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        from .kernels.lora_merge import merge_lora_
+
+        if not self.merged:
+            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
+            return
+        weight = self.get_base_layer().weight
+        factors_a, factors_b = self._lowrank_a(), self._lowrank_b()
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            if name in factors_a:
+                with torch.no_grad():
+                    merge_lora_(weight.data, factors_a[name].weight, factors_b[name].weight, -self.scaling[name])
+
+    def add_scaled_update(self, result: torch.Tensor, update: torch.Tensor, scaling: float) -> torch.Tensor:
+        """result + s·update in ``result``'s dtype; one op for the scale and the sum, no separate s·update tensor."""
+        return torch.add(result, update.to(result.dtype), alpha=scaling)
+
+    def lowrank_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if self.disable_adapters:
+            if self.merged:
+                self.unmerge()
+            return self.base_layer(x, *args, **kwargs)
+        result = self.base_layer(x, *args, **kwargs)
+        if self.merged:
+            return result
+        factors_a, factors_b = self._lowrank_a(), self._lowrank_b()
+        dropouts = getattr(self, self.lowrank_dropout)
+        for name in self.active_adapters:
+            if name not in factors_a:
+                continue
+            lora_a, lora_b = factors_a[name], factors_b[name]
+            x_adapter = self._cast_input_dtype(x, lora_a.weight.dtype)
+            update = lora_b(lora_a(dropouts[name](x_adapter)))
+            result = self.add_scaled_update(result, update, self.scaling[name])
+        return result
 
 
 # ---- finding the tuner ----------------------------------------------------------------------------------------
