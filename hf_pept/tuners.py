@@ -267,6 +267,53 @@ def base_weight_entries(model: nn.Module, layer_cls: type, state_dict: dict[str,
     return entries
 
 
+# ---- learning-rate multipliers --------------------------------------------------------------------------------
+
+# transformers' lr_scheduler_types that are not a LambdaLR of the step (a multiplier cannot compose with them).
+NOT_STEP_BASED_SCHEDULERS = ("reduce_lr_on_plateau", "greedy")
+
+
+def lr_scheduler_name(args) -> str:
+    """``args.lr_scheduler_type`` (a ``SchedulerType`` or a str) as a lower-case str."""
+    return str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)).lower()
+
+
+class MultipliedLambda:
+    """λ(t) · ``schedule.multiplier(t)`` as a ``LambdaLR`` lr_lambda; a tuner subclasses it under its own name.
+
+    ``LambdaLR.state_dict`` saves each callable's ``__dict__``; keeping the wrapped function and the schedule in
+    slots leaves that dict empty, so scheduler checkpoints stay loadable with ``weights_only=True``.
+    """
+
+    __slots__ = ("base", "schedule", "__dict__")
+
+    def __init__(self, base, schedule):
+        self.base = base
+        self.schedule = schedule
+
+    def __call__(self, step: int) -> float:
+        return self.base(step) * self.schedule.multiplier(step)
+
+
+def wrap_lr_lambdas(lr_scheduler, wrapper: type, schedule, what: str, hint: str = "") -> None:
+    """Wrap every lr_lambda of ``lr_scheduler`` (a ``LambdaLR``) in ``wrapper(fn, schedule)``, in place; idempotent.
+
+    A lambda already wrapped by ``wrapper`` is re-wrapped from its base. The optimizer's current learning rates are
+    left as the scheduler last set them, so attaching to a scheduler restored from a checkpoint changes nothing
+    until its next ``step()``. ``what`` names the multiplier in the refusal of other schedulers, ``hint`` ends it.
+    """
+    from torch.optim.lr_scheduler import LambdaLR
+
+    if not isinstance(lr_scheduler, LambdaLR):
+        raise ValueError(
+            f"{what} composes with LambdaLR schedules (every transformers lr_scheduler_type except "
+            f"'reduce_lr_on_plateau' and 'greedy'); got {type(lr_scheduler).__name__}{hint}"
+        )
+    lr_scheduler.lr_lambdas = [
+        wrapper(fn.base if isinstance(fn, wrapper) else fn, schedule) for fn in lr_scheduler.lr_lambdas
+    ]
+
+
 # ---- refusing what cannot work --------------------------------------------------------------------------------
 
 
@@ -377,6 +424,27 @@ def install_trainer_hook() -> None:
 
     setattr(__init__, _HOOK_MARK, True)
     Trainer.__init__ = __init__
+
+
+def attach_tuner_callback(trainer, find_model: Callable, callback_cls: type, check: Callable) -> bool:
+    """Add a ``callback_cls()`` to ``trainer`` if ``find_model(trainer.model)`` finds the tuner and the trainer has
+    none, after ``check(trainer.args, trainer.model)`` (which raises on settings that cannot work); returns if added."""
+    model = getattr(trainer, "model", None)
+    if model is None or find_model(model) is None or trainer_has_callback(trainer, callback_cls):
+        return False
+    check(trainer.args, model)
+    trainer.add_callback(callback_cls())
+    return True
+
+
+def record_tuner_events(state, events, method: str, logger) -> None:
+    """Append each ``{"event": name, ...}`` of ``events`` to ``state.log_history`` and log it at INFO level."""
+    from .events import record_event
+
+    for event in events:
+        name = event.pop("event")
+        record_event(state, name, **event)
+        logger.info("%s %s at step %d: %s", method, name, state.global_step, event)
 
 
 def trainer_has_callback(trainer, callback_cls: type) -> bool:
