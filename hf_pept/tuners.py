@@ -18,6 +18,7 @@ import enum
 import functools
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import field
 
 import torch
 from torch import nn
@@ -39,6 +40,32 @@ def derived_generator(seed: int, step: int, device: torch.device | str, stream: 
 
 
 # ---- configs --------------------------------------------------------------------------------------------------
+
+
+def help_field(default, help: str):
+    """A dataclass field with its ``--help`` text (``metadata["help"]``, as peft's and transformers' configs)."""
+    return field(default=default, metadata={"help": help})
+
+
+def exclude_modules_field(verb: str = "adapt"):
+    return help_field(None, f"Module names or a regex of layers never to {verb}.")
+
+
+def target_parameters_field(method: str):
+    return help_field(None, f"Not supported by {method} (kept for peft's matching code); leave None.")
+
+
+def bias_field(own_mode: str, layers: str = "adapted"):
+    """``bias``: 'none', 'all', or ``own_mode`` (``"relora_only"``, ...: the biases of the tuner's layers)."""
+    return help_field("none", f"Which biases train: 'none', 'all', or '{own_mode}' (biases of the {layers} layers).")
+
+
+def modules_to_save_field():
+    return help_field(
+        None,
+        "Modules trained fully and saved with the adapter, e.g. ['embed_tokens', 'lm_head'] when pre-training from "
+        "scratch.",
+    )
 
 
 def finish_tuner_config(config, peft_type_name: str) -> None:

@@ -14,7 +14,16 @@ from typing import Literal
 
 from peft.config import PeftConfig
 
-from ..tuners import check_bias, check_layer_filter, check_no_target_parameters, finish_tuner_config
+from ..tuners import (
+    bias_field,
+    check_bias,
+    check_layer_filter,
+    check_no_target_parameters,
+    exclude_modules_field,
+    finish_tuner_config,
+    modules_to_save_field,
+    target_parameters_field,
+)
 
 RESET_MODES = ("magnitude", "random", "zero", "none")
 BIAS_MODES = ("none", "all", "relora_only")
@@ -48,9 +57,7 @@ class ReLoRAConfig(PeftConfig):
             )
         },
     )
-    exclude_modules: list[str] | str | None = field(
-        default=None, metadata={"help": "Module names or a regex of layers never to adapt."}
-    )
+    exclude_modules: list[str] | str | None = exclude_modules_field()
     layers_to_transform: list[int] | int | None = field(
         default=None,
         metadata={
@@ -70,22 +77,9 @@ class ReLoRAConfig(PeftConfig):
             )
         },
     )
-    target_parameters: list[str] | None = field(
-        default=None, metadata={"help": "Not supported by ReLoRA (kept for peft's matching code); leave None."}
-    )
-    bias: Literal["none", "all", "relora_only"] = field(
-        default="none",
-        metadata={"help": "Which biases train: 'none', 'all', or 'relora_only' (biases of the adapted layers)."},
-    )
-    modules_to_save: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Modules trained fully and saved with the adapter, e.g. ['embed_tokens', 'lm_head'] when "
-                "pre-training from scratch."
-            )
-        },
-    )
+    target_parameters: list[str] | None = target_parameters_field("ReLoRA")
+    bias: Literal["none", "all", "relora_only"] = bias_field("relora_only")
+    modules_to_save: list[str] | None = modules_to_save_field()
     relora_steps: int = field(
         default=1000,
         metadata={"help": "Optimizer steps between two merges (the paper's restart interval T)."},

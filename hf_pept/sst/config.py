@@ -15,7 +15,16 @@ from typing import Literal
 
 from peft.config import PeftConfig
 
-from ..tuners import check_bias, check_int, check_no_target_parameters, finish_tuner_config
+from ..tuners import (
+    bias_field,
+    check_bias,
+    check_int,
+    check_no_target_parameters,
+    exclude_modules_field,
+    finish_tuner_config,
+    modules_to_save_field,
+    target_parameters_field,
+)
 
 SAMPLING_MODES = ("mixed", "uniform")
 BIAS_MODES = ("none", "all", "sst_only")
@@ -52,25 +61,10 @@ class SSTConfig(PeftConfig):
             )
         },
     )
-    exclude_modules: list[str] | str | None = field(
-        default=None, metadata={"help": "Module names or a regex of layers never to decompose."}
-    )
-    target_parameters: list[str] | None = field(
-        default=None, metadata={"help": "Not supported by SST (kept for peft's matching code); leave None."}
-    )
-    bias: Literal["none", "all", "sst_only"] = field(
-        default="none",
-        metadata={"help": "Which biases train: 'none', 'all', or 'sst_only' (biases of the decomposed layers)."},
-    )
-    modules_to_save: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Modules trained fully and saved with the adapter, e.g. ['embed_tokens', 'lm_head'] when "
-                "pre-training from scratch."
-            )
-        },
-    )
+    exclude_modules: list[str] | str | None = exclude_modules_field("decompose")
+    target_parameters: list[str] | None = target_parameters_field("SST")
+    bias: Literal["none", "all", "sst_only"] = bias_field("sst_only", "decomposed")
+    modules_to_save: list[str] | None = modules_to_save_field()
     iteration_steps: int = field(
         default=200,
         metadata={

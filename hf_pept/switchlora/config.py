@@ -19,7 +19,17 @@ from typing import Literal
 
 from peft.config import PeftConfig
 
-from ..tuners import check_bias, check_int, check_layer_filter, check_no_target_parameters, finish_tuner_config
+from ..tuners import (
+    bias_field,
+    check_bias,
+    check_int,
+    check_layer_filter,
+    check_no_target_parameters,
+    exclude_modules_field,
+    finish_tuner_config,
+    modules_to_save_field,
+    target_parameters_field,
+)
 
 BIAS_MODES = ("none", "all", "switchlora_only")
 INIT_MODES = ("switchlora", "lora")
@@ -55,31 +65,16 @@ class SwitchLoRAConfig(PeftConfig):
             )
         },
     )
-    exclude_modules: list[str] | str | None = field(
-        default=None, metadata={"help": "Module names or a regex of layers never to adapt."}
-    )
+    exclude_modules: list[str] | str | None = exclude_modules_field()
     layers_to_transform: list[int] | int | None = field(
         default=None, metadata={"help": "Only adapt the layers with these indices (needs layers_pattern to be found)."}
     )
     layers_pattern: list[str] | str | None = field(
         default=None, metadata={"help": "Name of the layer list holding the indexed layers, e.g. 'layers' or 'h'."}
     )
-    target_parameters: list[str] | None = field(
-        default=None, metadata={"help": "Not supported by SwitchLoRA (kept for peft's matching code); leave None."}
-    )
-    bias: Literal["none", "all", "switchlora_only"] = field(
-        default="none",
-        metadata={"help": "Which biases train: 'none', 'all', or 'switchlora_only' (biases of the adapted layers)."},
-    )
-    modules_to_save: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Modules trained fully and saved with the adapter, e.g. ['embed_tokens', 'lm_head'] when "
-                "pre-training from scratch."
-            )
-        },
-    )
+    target_parameters: list[str] | None = target_parameters_field("SwitchLoRA")
+    bias: Literal["none", "all", "switchlora_only"] = bias_field("switchlora_only")
+    modules_to_save: list[str] | None = modules_to_save_field()
     switch_interval: int = field(
         default=40,
         metadata={
