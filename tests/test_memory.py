@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tuner_helpers import saved_activation_bytes as _saved_activation_bytes
 
 from hf_pept import memory
 from hf_pept.galore import GaLoreAdafactor, GaLoreAdamW
@@ -91,22 +92,6 @@ def test_low_rank_methods_need_less_optimizer_state_than_full_rank():
     assert at_60m["galore"].optimizer_state < 0.75 * at_60m["full"].optimizer_state
     assert at_60m["galore-8bit"].optimizer_state < at_60m["galore"].optimizer_state
     assert at_60m["lora"].gradients < at_60m["full"].gradients
-
-
-def _saved_activation_bytes(model, ids):
-    """Bytes of the tensors autograd saves for backward (parameters excluded), each storage counted once."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids, labels=ids).loss.backward()
-    return sum(saved.values())
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,6 @@ import logging
 from transformers import Trainer, TrainerCallback
 
 from .. import tuners
-from ..events import record_event
 from .stepper import ReLoRAStepper, find_relora_model
 
 logger = logging.getLogger(__name__)
@@ -23,8 +22,7 @@ logger = logging.getLogger(__name__)
 def check_training_arguments(args) -> None:
     """Settings that cannot work with ReLoRA, refused before training starts."""
     tuners.refuse_galore_optim(args, "ReLoRA")
-    scheduler = str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)).lower()
-    if scheduler in ("reduce_lr_on_plateau", "greedy"):
+    if tuners.lr_scheduler_name(args) in tuners.NOT_STEP_BASED_SCHEDULERS:
         raise ValueError(
             f"lr_scheduler_type={args.lr_scheduler_type!r} is not step-based; ReLoRA's jagged restarts need a "
             "LambdaLR schedule (e.g. 'cosine', 'linear', 'constant_with_warmup')"
@@ -49,20 +47,14 @@ class ReLoRACallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.stepper is None:
             return
-        for event in self.stepper.step(state.global_step):
-            name = event.pop("event")
-            record_event(state, name, **event)
-            logger.info("ReLoRA %s at step %d: %s", name, state.global_step, event)
+        tuners.record_tuner_events(state, self.stepper.step(state.global_step), "ReLoRA", logger)
 
 
 def attach_relora_callback(trainer: Trainer) -> bool:
     """Add a ``ReLoRACallback`` to ``trainer`` if its model is a ReLoRA model and it has none; returns if added."""
-    model = getattr(trainer, "model", None)
-    if model is None or find_relora_model(model) is None or tuners.trainer_has_callback(trainer, ReLoRACallback):
-        return False
-    check_training_arguments(trainer.args)
-    trainer.add_callback(ReLoRACallback())
-    return True
+    return tuners.attach_tuner_callback(
+        trainer, find_relora_model, ReLoRACallback, lambda args, model: check_training_arguments(args)
+    )
 
 
 def install_trainer_hook() -> None:

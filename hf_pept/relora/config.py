@@ -14,6 +14,17 @@ from typing import Literal
 
 from peft.config import PeftConfig
 
+from ..tuners import (
+    bias_field,
+    check_bias,
+    check_layer_filter,
+    check_no_target_parameters,
+    exclude_modules_field,
+    finish_tuner_config,
+    modules_to_save_field,
+    target_parameters_field,
+)
+
 RESET_MODES = ("magnitude", "random", "zero", "none")
 BIAS_MODES = ("none", "all", "relora_only")
 # The paper's prune ratios (§3 and its code): magnitude pruning keeps the top 10 % of each moment, random pruning
@@ -46,9 +57,7 @@ class ReLoRAConfig(PeftConfig):
             )
         },
     )
-    exclude_modules: list[str] | str | None = field(
-        default=None, metadata={"help": "Module names or a regex of layers never to adapt."}
-    )
+    exclude_modules: list[str] | str | None = exclude_modules_field()
     layers_to_transform: list[int] | int | None = field(
         default=None,
         metadata={
@@ -68,22 +77,9 @@ class ReLoRAConfig(PeftConfig):
             )
         },
     )
-    target_parameters: list[str] | None = field(
-        default=None, metadata={"help": "Not supported by ReLoRA (kept for peft's matching code); leave None."}
-    )
-    bias: Literal["none", "all", "relora_only"] = field(
-        default="none",
-        metadata={"help": "Which biases train: 'none', 'all', or 'relora_only' (biases of the adapted layers)."},
-    )
-    modules_to_save: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Modules trained fully and saved with the adapter, e.g. ['embed_tokens', 'lm_head'] when "
-                "pre-training from scratch."
-            )
-        },
-    )
+    target_parameters: list[str] | None = target_parameters_field("ReLoRA")
+    bias: Literal["none", "all", "relora_only"] = bias_field("relora_only")
+    modules_to_save: list[str] | None = modules_to_save_field()
     relora_steps: int = field(
         default=1000,
         metadata={"help": "Optimizer steps between two merges (the paper's restart interval T)."},
@@ -146,13 +142,7 @@ class ReLoRAConfig(PeftConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        from peft.utils import PeftType
-
-        self.peft_type = getattr(PeftType, PEFT_TYPE_NAME, PEFT_TYPE_NAME)
-        if isinstance(self.target_modules, list):
-            self.target_modules = set(self.target_modules)
-        if isinstance(self.exclude_modules, list):
-            self.exclude_modules = set(self.exclude_modules)
+        finish_tuner_config(self, PEFT_TYPE_NAME)
         self._validate()
 
     def _validate(self) -> None:
@@ -160,24 +150,9 @@ class ReLoRAConfig(PeftConfig):
             raise ValueError(f"r must be a positive integer, got {self.r!r}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        if self.bias not in BIAS_MODES:
-            raise ValueError(f"bias must be one of {BIAS_MODES}, got {self.bias!r}")
-        if self.target_parameters:
-            raise ValueError(
-                f"ReLoRA adapts linear modules only; target_parameters must be None, got {self.target_parameters!r}"
-            )
-        if isinstance(self.target_modules, str):
-            # peft matches a str target_modules as one regex (or 'all-linear') and skips its layer filter, so the
-            # layers would be adapted all the same; LoraConfig refuses this with the same words.
-            for name in ("layers_to_transform", "layers_pattern"):
-                if getattr(self, name) is not None:
-                    raise ValueError(
-                        f"`{name}` cannot be used when `target_modules` is a str (got {self.target_modules!r}): "
-                        "list the module names, e.g. target_modules=['q_proj', 'v_proj'], or leave "
-                        "target_modules=None to adapt every linear layer of the chosen layers"
-                    )
-        if self.layers_pattern and self.layers_to_transform is None:
-            raise ValueError("layers_pattern is only used with layers_to_transform; set both or neither")
+        check_bias(self, BIAS_MODES)
+        check_no_target_parameters(self, "ReLoRA adapts")
+        check_layer_filter(self)
         for name in ("relora_steps", "restart_warmup_steps", "warm_start_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -11,20 +11,22 @@ then A redrawn and B zeroed, in place, so the optimizer keeps referring to the s
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
-from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from ..kernels.lora_merge import merge_lora_
+from ..tuners import LowRankLinearMixin
 
 
-class ReLoRALayer(BaseTunerLayer):
-    """State shared by ReLoRA layers: one (A, B, dropout, scaling) per adapter name."""
+class ReLoRALayer(LowRankLinearMixin, BaseTunerLayer):
+    """State shared by ReLoRA layers: one (A, B, dropout, scaling) per adapter name; ΔW, merge, unmerge and the
+    LoRA forward come from :class:`~hf_pept.tuners.LowRankLinearMixin`."""
 
     adapter_layer_names = ("relora_A", "relora_B")
+    lowrank_dropout = "relora_dropout"
     other_param_names = ("r", "lora_alpha", "scaling", "relora_dropout")
 
     def __init__(self, base_layer: nn.Module, **kwargs: Any) -> None:
@@ -65,12 +67,6 @@ class ReLoRALayer(BaseTunerLayer):
         nn.init.kaiming_uniform_(lora_A, a=math.sqrt(5), generator=generator)
         self.relora_B[adapter_name].weight.zero_()
 
-    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
-        """ΔW = s · B A (fp32)."""
-        lora_A = self.relora_A[adapter_name].weight.float()
-        lora_B = self.relora_B[adapter_name].weight.float()
-        return self.scaling[adapter_name] * (lora_B @ lora_A)
-
     @torch.no_grad()
     def merge_and_reinit(self, adapter_name: str, generator: torch.Generator | None = None) -> None:
         """W ← W + s·B A (fp32 accumulation), then A redrawn, B zeroed: the layer's output is unchanged."""
@@ -95,56 +91,7 @@ class Linear(nn.Module, ReLoRALayer):
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, r, lora_alpha, lora_dropout)
 
-    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-        """peft's merge (used by ``merge_and_unload``): W ← W + s·B A, the factors stay as they are."""
-        adapter_names = check_adapters_to_merge(self, adapter_names)
-        weight = self.get_base_layer().weight
-        for name in adapter_names:
-            if name not in self.relora_A:
-                continue
-            lora_A, lora_B = self.relora_A[name].weight, self.relora_B[name].weight
-            with torch.no_grad():
-                if safe_merge:
-                    merged = weight.data.clone()
-                    merge_lora_(merged, lora_A, lora_B, self.scaling[name])
-                    if not torch.isfinite(merged).all():
-                        # peft's tuners' wording, word for word
-                        raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be broken")
-                    weight.data.copy_(merged)
-                else:
-                    merge_lora_(weight.data, lora_A, lora_B, self.scaling[name])
-            self.merged_adapters.append(name)
-
-    def unmerge(self) -> None:
-        if not self.merged:
-            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
-            return
-        weight = self.get_base_layer().weight
-        while self.merged_adapters:
-            name = self.merged_adapters.pop()
-            if name in self.relora_A:
-                with torch.no_grad():
-                    merge_lora_(
-                        weight.data, self.relora_A[name].weight, self.relora_B[name].weight, -self.scaling[name]
-                    )
-
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.disable_adapters:
-            if self.merged:
-                self.unmerge()
-            return self.base_layer(x, *args, **kwargs)
-        result = self.base_layer(x, *args, **kwargs)
-        if self.merged:
-            return result
-        for name in self.active_adapters:
-            if name not in self.relora_A:
-                continue
-            lora_A, lora_B = self.relora_A[name], self.relora_B[name]
-            x_adapter = self._cast_input_dtype(x, lora_A.weight.dtype)
-            update = lora_B(lora_A(self.relora_dropout[name](x_adapter)))
-            # one op for the scale and the sum (s·BAx added to the base output), no separate s·(BAx) tensor
-            result = torch.add(result, update.to(result.dtype), alpha=self.scaling[name])
-        return result
+    forward = LowRankLinearMixin.lowrank_forward
 
     def __repr__(self) -> str:
         return "relora." + super().__repr__()

@@ -11,14 +11,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
-from ..tuners import base_weight_entries, derived_generator
+from ..tuners import (
+    ALL_LINEAR,
+    base_weight_entries,
+    default_to_all_linear,
+    derived_generator,
+    linear_base,
+    linear_modules,
+    refuse_second_adapter,
+    tuner_layers,
+)
 from .config import ReLoRAConfig
 from .layer import Linear, ReLoRALayer
-
-ALL_LINEAR = "all-linear"
 
 
 class ReLoRAModel(BaseTuner):
@@ -34,30 +41,19 @@ class ReLoRAModel(BaseTuner):
     target_module_mapping: dict[str, list[str]] = {}
 
     def _prepare_adapter_config(self, peft_config: ReLoRAConfig, model_config: dict) -> ReLoRAConfig:
-        if peft_config.target_modules is None:
-            # The paper adapts every attention and MLP projection: all linear layers but the output head.
-            peft_config.target_modules = ALL_LINEAR
-        return peft_config
+        # The paper adapts every attention and MLP projection: all linear layers but the output head.
+        return default_to_all_linear(peft_config)
 
     def _prepare_model(self, peft_config: ReLoRAConfig, model: nn.Module) -> None:
         if peft_config.layers_to_transform is not None and peft_config.target_modules == ALL_LINEAR:
             # target_modules=None with layers_to_transform. peft would expand 'all-linear' to full module names,
             # which it matches without its layer filter; the names' last segments (q_proj, ...) go through the
             # filter, which keeps the linear layers inside the chosen layers (so never the output head).
-            head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-            peft_config.target_modules = {
-                name.rsplit(".", 1)[-1]
-                for name, module in model.named_modules()
-                if isinstance(module, nn.Linear) and module is not head
-            }
+            peft_config.target_modules = {name.rsplit(".", 1)[-1] for name, _ in linear_modules(model)}
 
     def _check_new_adapter_config(self, config: ReLoRAConfig) -> None:
         super()._check_new_adapter_config(config)
-        if len(self.peft_config) > 1:
-            raise ValueError(
-                "ReLoRA trains a single adapter (merges fold it into the base weights); the model already has "
-                f"adapters {sorted(self.peft_config)}"
-            )
+        refuse_second_adapter(self, "ReLoRA trains a single adapter (merges fold it into the base weights)")
 
     def _create_and_replace(
         self,
@@ -73,12 +69,7 @@ class ReLoRAModel(BaseTuner):
         if isinstance(target, ReLoRALayer):
             target.update_layer(adapter_name, peft_config.r, peft_config.lora_alpha, peft_config.lora_dropout)
             return
-        base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
-        if not isinstance(base, nn.Linear):
-            raise TypeError(
-                f"ReLoRA adapts torch.nn.Linear layers only; {current_key!r} is a {type(base).__name__}. "
-                "Narrow target_modules or add it to exclude_modules."
-            )
+        linear_base(target, current_key, "ReLoRA adapts")
         new_module = Linear(target, adapter_name, peft_config.r, peft_config.lora_alpha, peft_config.lora_dropout)
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
@@ -95,9 +86,7 @@ class ReLoRAModel(BaseTuner):
     # ReLoRA-specific API
 
     def relora_layers(self) -> Iterator[tuple[str, ReLoRALayer]]:
-        for name, module in self.model.named_modules():
-            if isinstance(module, ReLoRALayer):
-                yield name, module
+        yield from tuner_layers(self.model, ReLoRALayer)
 
     def factor_parameters(self, adapter_name: str | None = None) -> list[nn.Parameter]:
         """The A and B matrices of ``adapter_name`` (default: the active adapter), in module order."""

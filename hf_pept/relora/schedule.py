@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch.optim.lr_scheduler import LambdaLR
+from ..tuners import MultipliedLambda, wrap_lr_lambdas
 
 
 @dataclass(frozen=True)
@@ -59,21 +59,11 @@ class JaggedSchedule:
         return min(1.0, (step - restart) / self.restart_warmup_steps)
 
 
-class JaggedLambda:
-    """λ_jagged(t) = λ(t) · jag(t) as a ``LambdaLR`` lr_lambda.
+class JaggedLambda(MultipliedLambda):
+    """λ_jagged(t) = λ(t) · jag(t) as a ``LambdaLR`` lr_lambda (no ``__dict__`` entries: see
+    :class:`~hf_pept.tuners.MultipliedLambda`)."""
 
-    ``LambdaLR.state_dict`` saves each callable's ``__dict__``; keeping the wrapped function and the schedule in
-    slots leaves that dict empty, so scheduler checkpoints stay loadable with ``weights_only=True``.
-    """
-
-    __slots__ = ("base", "schedule", "__dict__")
-
-    def __init__(self, base, schedule: JaggedSchedule):
-        self.base = base
-        self.schedule = schedule
-
-    def __call__(self, step: int) -> float:
-        return self.base(step) * self.schedule.multiplier(step)
+    __slots__ = ()
 
 
 def apply_jagged_schedule(lr_scheduler, schedule: JaggedSchedule) -> None:
@@ -82,11 +72,4 @@ def apply_jagged_schedule(lr_scheduler, schedule: JaggedSchedule) -> None:
     The optimizer's current learning rates are left as the scheduler last set them, so attaching to a scheduler
     restored from a checkpoint changes nothing until its next ``step()``.
     """
-    if not isinstance(lr_scheduler, LambdaLR):
-        raise ValueError(
-            f"ReLoRA's jagged learning rate composes with LambdaLR schedules (every transformers lr_scheduler_type "
-            f"except 'reduce_lr_on_plateau' and 'greedy'); got {type(lr_scheduler).__name__}"
-        )
-    lr_scheduler.lr_lambdas = [
-        JaggedLambda(fn.base if isinstance(fn, JaggedLambda) else fn, schedule) for fn in lr_scheduler.lr_lambdas
-    ]
+    wrap_lr_lambdas(lr_scheduler, JaggedLambda, schedule, "ReLoRA's jagged learning rate")

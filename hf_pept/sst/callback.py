@@ -15,7 +15,6 @@ import logging
 from transformers import Trainer, TrainerCallback
 
 from .. import tuners
-from ..events import record_event
 from .stepper import SSTStepper, find_sst_model
 
 logger = logging.getLogger(__name__)
@@ -24,8 +23,7 @@ logger = logging.getLogger(__name__)
 def check_training_arguments(args, iteration_warmup_steps: int) -> None:
     """Settings that cannot work with SST, refused before training starts."""
     tuners.refuse_galore_optim(args, "SST")
-    scheduler = str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)).lower()
-    if iteration_warmup_steps > 0 and scheduler in ("reduce_lr_on_plateau", "greedy"):
+    if iteration_warmup_steps > 0 and tuners.lr_scheduler_name(args) in tuners.NOT_STEP_BASED_SCHEDULERS:
         raise ValueError(
             f"lr_scheduler_type={args.lr_scheduler_type!r} is not step-based; SST's per-iteration warm-up needs a "
             "LambdaLR schedule (e.g. 'cosine', 'linear', 'constant_with_warmup'), or iteration_warmup_steps=0"
@@ -62,20 +60,14 @@ class SSTCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.stepper is None:
             return
-        for event in self.stepper.advance(state.global_step):
-            name = event.pop("event")
-            record_event(state, name, **event)
-            logger.info("SST %s at step %d: %s", name, state.global_step, event)
+        tuners.record_tuner_events(state, self.stepper.advance(state.global_step), "SST", logger)
 
 
 def attach_sst_callback(trainer: Trainer) -> bool:
     """Add an ``SSTCallback`` to ``trainer`` if its model is an SST model and it has none; returns if added."""
-    model = getattr(trainer, "model", None)
-    if model is None or find_sst_model(model) is None or tuners.trainer_has_callback(trainer, SSTCallback):
-        return False
-    check_training_arguments(trainer.args, _warmup_steps(model))
-    trainer.add_callback(SSTCallback())
-    return True
+    return tuners.attach_tuner_callback(
+        trainer, find_sst_model, SSTCallback, lambda args, model: check_training_arguments(args, _warmup_steps(model))
+    )
 
 
 def install_trainer_hook() -> None:

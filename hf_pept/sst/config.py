@@ -15,14 +15,20 @@ from typing import Literal
 
 from peft.config import PeftConfig
 
+from ..tuners import (
+    bias_field,
+    check_bias,
+    check_int,
+    check_no_target_parameters,
+    exclude_modules_field,
+    finish_tuner_config,
+    modules_to_save_field,
+    target_parameters_field,
+)
+
 SAMPLING_MODES = ("mixed", "uniform")
 BIAS_MODES = ("none", "all", "sst_only")
 PEFT_TYPE_NAME = "SST"
-
-
-def _check_int(name: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 @dataclass
@@ -55,25 +61,10 @@ class SSTConfig(PeftConfig):
             )
         },
     )
-    exclude_modules: list[str] | str | None = field(
-        default=None, metadata={"help": "Module names or a regex of layers never to decompose."}
-    )
-    target_parameters: list[str] | None = field(
-        default=None, metadata={"help": "Not supported by SST (kept for peft's matching code); leave None."}
-    )
-    bias: Literal["none", "all", "sst_only"] = field(
-        default="none",
-        metadata={"help": "Which biases train: 'none', 'all', or 'sst_only' (biases of the decomposed layers)."},
-    )
-    modules_to_save: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Modules trained fully and saved with the adapter, e.g. ['embed_tokens', 'lm_head'] when "
-                "pre-training from scratch."
-            )
-        },
-    )
+    exclude_modules: list[str] | str | None = exclude_modules_field("decompose")
+    target_parameters: list[str] | None = target_parameters_field("SST")
+    bias: Literal["none", "all", "sst_only"] = bias_field("sst_only", "decomposed")
+    modules_to_save: list[str] | None = modules_to_save_field()
     iteration_steps: int = field(
         default=200,
         metadata={
@@ -119,22 +110,16 @@ class SSTConfig(PeftConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        from peft.utils import PeftType
-
-        self.peft_type = getattr(PeftType, PEFT_TYPE_NAME, PEFT_TYPE_NAME)
-        if isinstance(self.target_modules, list):
-            self.target_modules = set(self.target_modules)
-        if isinstance(self.exclude_modules, list):
-            self.exclude_modules = set(self.exclude_modules)
+        finish_tuner_config(self, PEFT_TYPE_NAME)
         self._validate()
 
     def _validate(self) -> None:
-        _check_int("r", self.r, 1)
-        _check_int("iteration_steps", self.iteration_steps, 1)
-        _check_int("iteration_warmup_steps", self.iteration_warmup_steps, 0)
-        _check_int("sample_seed", self.sample_seed, 0)
+        check_int("r", self.r, 1)
+        check_int("iteration_steps", self.iteration_steps, 1)
+        check_int("iteration_warmup_steps", self.iteration_warmup_steps, 0)
+        check_int("sample_seed", self.sample_seed, 0)
         if self.round_iterations is not None:
-            _check_int("round_iterations", self.round_iterations, 1)
+            check_int("round_iterations", self.round_iterations, 1)
         if self.iteration_warmup_steps >= self.iteration_steps:
             raise ValueError(
                 f"iteration_warmup_steps ({self.iteration_warmup_steps}) must be smaller than iteration_steps "
@@ -144,9 +129,5 @@ class SSTConfig(PeftConfig):
             raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {self.sampling!r}")
         if not isinstance(self.enhanced_gradient, bool):
             raise ValueError(f"enhanced_gradient must be True or False, got {self.enhanced_gradient!r}")
-        if self.target_parameters:
-            raise ValueError(
-                f"SST decomposes linear modules only; target_parameters must be None, got {self.target_parameters!r}"
-            )
-        if self.bias not in BIAS_MODES:
-            raise ValueError(f"bias must be one of {BIAS_MODES}, got {self.bias!r}")
+        check_no_target_parameters(self, "SST decomposes")
+        check_bias(self, BIAS_MODES)

@@ -18,15 +18,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
-from ..tuners import derived_generator
+from ..tuners import ALL_LINEAR as ALL_LINEAR  # importable from here, as before
+from ..tuners import default_to_all_linear, derived_generator, linear_base, refuse_second_adapter
 from .config import SSTConfig
 from .layer import Linear, SSTLayer
 from .sampling import sample_active
 
-ALL_LINEAR = "all-linear"
 _SAMPLE_STREAM = 2
 
 
@@ -55,18 +55,12 @@ class SSTModel(BaseTuner):
     target_module_mapping: dict[str, list[str]] = {}
 
     def _prepare_adapter_config(self, peft_config: SSTConfig, model_config: dict) -> SSTConfig:
-        if peft_config.target_modules is None:
-            # All linear layers but the output head, as the paper's LLM runs.
-            peft_config.target_modules = ALL_LINEAR
-        return peft_config
+        # All linear layers but the output head, as the paper's LLM runs.
+        return default_to_all_linear(peft_config)
 
     def _check_new_adapter_config(self, config: SSTConfig) -> None:
         super()._check_new_adapter_config(config)
-        if len(self.peft_config) > 1:
-            raise ValueError(
-                "SST holds a single adapter (it replaces the weights themselves); the model already has adapters "
-                f"{sorted(self.peft_config)}"
-            )
+        refuse_second_adapter(self, "SST holds a single adapter (it replaces the weights themselves)")
 
     def _create_and_replace(
         self,
@@ -81,12 +75,7 @@ class SSTModel(BaseTuner):
     ) -> None:
         if isinstance(target, SSTLayer):
             raise ValueError(f"{current_key!r} is already SST-decomposed")
-        base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
-        if not isinstance(base, nn.Linear):
-            raise TypeError(
-                f"SST decomposes torch.nn.Linear layers only; {current_key!r} is a {type(base).__name__}. "
-                "Narrow target_modules or add it to exclude_modules."
-            )
+        base = linear_base(target, current_key, "SST decomposes")
         if base.weight.device.type == "meta":
             raise ValueError(
                 f"{current_key!r} has its weight on the meta device; SST decomposes the weight when it wraps the "

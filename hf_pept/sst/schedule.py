@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch.optim.lr_scheduler import LambdaLR
+from ..tuners import MultipliedLambda, wrap_lr_lambdas
 
 
 @dataclass(frozen=True)
@@ -51,21 +51,11 @@ class SSTSchedule:
         return min(1.0, (since + 1) / self.iteration_warmup_steps)
 
 
-class IterationWarmupLambda:
-    """λ_SST(t) = λ(t) · warm-up(t) as a ``LambdaLR`` lr_lambda.
+class IterationWarmupLambda(MultipliedLambda):
+    """λ_SST(t) = λ(t) · warm-up(t) as a ``LambdaLR`` lr_lambda (no ``__dict__`` entries: see
+    :class:`~hf_pept.tuners.MultipliedLambda`)."""
 
-    ``LambdaLR.state_dict`` saves each callable's ``__dict__``; keeping the wrapped function and the schedule in
-    slots leaves that dict empty, so scheduler checkpoints stay loadable with ``weights_only=True``.
-    """
-
-    __slots__ = ("base", "schedule", "__dict__")
-
-    def __init__(self, base, schedule: SSTSchedule):
-        self.base = base
-        self.schedule = schedule
-
-    def __call__(self, step: int) -> float:
-        return self.base(step) * self.schedule.multiplier(step)
+    __slots__ = ()
 
 
 def apply_iteration_warmup(lr_scheduler, schedule: SSTSchedule) -> None:
@@ -74,13 +64,10 @@ def apply_iteration_warmup(lr_scheduler, schedule: SSTSchedule) -> None:
     The optimizer's current learning rates are left as the scheduler last set them, so attaching to a scheduler
     restored from a checkpoint changes nothing until its next ``step()``.
     """
-    if not isinstance(lr_scheduler, LambdaLR):
-        raise ValueError(
-            "SST's per-iteration learning-rate warm-up composes with LambdaLR schedules (every transformers "
-            f"lr_scheduler_type except 'reduce_lr_on_plateau' and 'greedy'); got {type(lr_scheduler).__name__}. "
-            "Use iteration_warmup_steps=0 to train without it."
-        )
-    lr_scheduler.lr_lambdas = [
-        IterationWarmupLambda(fn.base if isinstance(fn, IterationWarmupLambda) else fn, schedule)
-        for fn in lr_scheduler.lr_lambdas
-    ]
+    wrap_lr_lambdas(
+        lr_scheduler,
+        IterationWarmupLambda,
+        schedule,
+        "SST's per-iteration learning-rate warm-up",
+        ". Use iteration_warmup_steps=0 to train without it.",
+    )

@@ -70,14 +70,9 @@ class SwitchLoRACallback(TrainerCallback):
 
 def attach_switchlora_callback(trainer: Trainer) -> bool:
     """Add a ``SwitchLoRACallback`` to ``trainer`` if its model is a SwitchLoRA model and it has none."""
-    model = getattr(trainer, "model", None)
-    if model is None or find_switchlora_model(model) is None:
-        return False
-    if tuners.trainer_has_callback(trainer, SwitchLoRACallback):
-        return False
-    check_training_arguments(trainer.args)
-    trainer.add_callback(SwitchLoRACallback())
-    return True
+    return tuners.attach_tuner_callback(
+        trainer, find_switchlora_model, SwitchLoRACallback, lambda args, model: check_training_arguments(args)
+    )
 
 
 def install_trainer_hook() -> None:

@@ -19,14 +19,21 @@ from typing import Literal
 
 from peft.config import PeftConfig
 
+from ..tuners import (
+    bias_field,
+    check_bias,
+    check_int,
+    check_layer_filter,
+    check_no_target_parameters,
+    exclude_modules_field,
+    finish_tuner_config,
+    modules_to_save_field,
+    target_parameters_field,
+)
+
 BIAS_MODES = ("none", "all", "switchlora_only")
 INIT_MODES = ("switchlora", "lora")
 PEFT_TYPE_NAME = "SWITCHLORA"
-
-
-def _check_int(name: str, value, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 @dataclass
@@ -58,31 +65,16 @@ class SwitchLoRAConfig(PeftConfig):
             )
         },
     )
-    exclude_modules: list[str] | str | None = field(
-        default=None, metadata={"help": "Module names or a regex of layers never to adapt."}
-    )
+    exclude_modules: list[str] | str | None = exclude_modules_field()
     layers_to_transform: list[int] | int | None = field(
         default=None, metadata={"help": "Only adapt the layers with these indices (needs layers_pattern to be found)."}
     )
     layers_pattern: list[str] | str | None = field(
         default=None, metadata={"help": "Name of the layer list holding the indexed layers, e.g. 'layers' or 'h'."}
     )
-    target_parameters: list[str] | None = field(
-        default=None, metadata={"help": "Not supported by SwitchLoRA (kept for peft's matching code); leave None."}
-    )
-    bias: Literal["none", "all", "switchlora_only"] = field(
-        default="none",
-        metadata={"help": "Which biases train: 'none', 'all', or 'switchlora_only' (biases of the adapted layers)."},
-    )
-    modules_to_save: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Modules trained fully and saved with the adapter, e.g. ['embed_tokens', 'lm_head'] when "
-                "pre-training from scratch."
-            )
-        },
-    )
+    target_parameters: list[str] | None = target_parameters_field("SwitchLoRA")
+    bias: Literal["none", "all", "switchlora_only"] = bias_field("switchlora_only")
+    modules_to_save: list[str] | None = modules_to_save_field()
     switch_interval: int = field(
         default=40,
         metadata={
@@ -141,13 +133,7 @@ class SwitchLoRAConfig(PeftConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        from peft.utils import PeftType
-
-        self.peft_type = getattr(PeftType, PEFT_TYPE_NAME, PEFT_TYPE_NAME)
-        if isinstance(self.target_modules, list):
-            self.target_modules = set(self.target_modules)
-        if isinstance(self.exclude_modules, list):
-            self.exclude_modules = set(self.exclude_modules)
+        finish_tuner_config(self, PEFT_TYPE_NAME)
         self._validate()
 
     def _validate(self) -> None:
@@ -157,20 +143,14 @@ class SwitchLoRAConfig(PeftConfig):
             raise ValueError(f"lora_alpha must be > 0 (the scaling is s = lora_alpha / r), got {self.lora_alpha!r}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
-        if self.bias not in BIAS_MODES:
-            raise ValueError(f"bias must be one of {BIAS_MODES}, got {self.bias!r}")
+        check_bias(self, BIAS_MODES)
         if self.init_lora_weights not in INIT_MODES:
             raise ValueError(f"init_lora_weights must be one of {INIT_MODES}, got {self.init_lora_weights!r}")
-        if self.target_parameters:
-            raise ValueError(
-                "SwitchLoRA adapts linear modules only; target_parameters must be None, got "
-                f"{self.target_parameters!r}"
-            )
-        if self.layers_pattern and self.layers_to_transform is None:
-            raise ValueError("layers_pattern is only used with layers_to_transform; set both or neither")
-        _check_int("switch_interval", self.switch_interval, 1)
-        _check_int("freeze_steps", self.freeze_steps, 0)
-        _check_int("switch_seed", self.switch_seed, 0)
+        check_no_target_parameters(self, "SwitchLoRA adapts")
+        check_layer_filter(self, refuse_str_targets=False)
+        check_int("switch_interval", self.switch_interval, 1)
+        check_int("freeze_steps", self.freeze_steps, 0)
+        check_int("switch_seed", self.switch_seed, 0)
         if 2 * self.freeze_steps >= self.switch_interval:
             raise ValueError(
                 f"freeze_steps ({self.freeze_steps}) must be below switch_interval / 2 ({self.switch_interval} / 2): "

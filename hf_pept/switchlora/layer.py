@@ -29,14 +29,14 @@ rank switches identically). They are in the module's ``state_dict`` all the same
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
-from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from ..kernels.lora_merge import merge_lora_
+from ..tuners import LowRankLinearMixin
 
 _INT = torch.int64
 
@@ -135,10 +135,12 @@ def _leading_unfrozen(frozen: torch.Tensor, start: int, count: int) -> torch.Ten
     return positions[free]
 
 
-class SwitchLoRALayer(BaseTunerLayer):
-    """State shared by SwitchLoRA layers: one (A, B, dropout, scaling, pool) per adapter name."""
+class SwitchLoRALayer(LowRankLinearMixin, BaseTunerLayer):
+    """State shared by SwitchLoRA layers: one (A, B, dropout, scaling, pool) per adapter name; ΔW, merge, unmerge and
+    the LoRA forward come from :class:`~hf_pept.tuners.LowRankLinearMixin`."""
 
     adapter_layer_names = ("switchlora_A", "switchlora_B")
+    lowrank_dropout = "switchlora_dropout"
     other_param_names = ("r", "lora_alpha", "scaling", "switchlora_dropout", "switchlora_pool")
 
     def __init__(self, base_layer: nn.Module, **kwargs: Any) -> None:
@@ -206,12 +208,6 @@ class SwitchLoRALayer(BaseTunerLayer):
             merge_lora_(weight.data, lora_a.weight, lora_b.weight, -self.scaling[adapter_name])
         self._move_adapter_to_device_of_base_layer(adapter_name)
         self.set_adapter(self.active_adapters)
-
-    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
-        """ΔW = s · B A (fp32)."""
-        lora_a = self.switchlora_A[adapter_name].weight.float()
-        lora_b = self.switchlora_B[adapter_name].weight.float()
-        return self.scaling[adapter_name] * (lora_b @ lora_a)
 
     # ---- the switch -----------------------------------------------------------------------------------------
 
@@ -308,57 +304,13 @@ class Linear(nn.Module, SwitchLoRALayer):
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, r, lora_alpha, lora_dropout, init, offload, generator)
 
-    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-        """peft's merge (used by ``merge_and_unload``): W ← W + s·B A, the factors stay as they are."""
-        adapter_names = check_adapters_to_merge(self, adapter_names)
-        weight = self.get_base_layer().weight
-        for name in adapter_names:
-            if name not in self.switchlora_A:
-                continue
-            lora_a, lora_b = self.switchlora_A[name].weight, self.switchlora_B[name].weight
-            with torch.no_grad():
-                if safe_merge:
-                    merged = weight.data.clone()
-                    merge_lora_(merged, lora_a, lora_b, self.scaling[name])
-                    if not torch.isfinite(merged).all():
-                        raise ValueError(f"NaNs or infs in the merged weights of adapter {name!r}; nothing merged")
-                    weight.data.copy_(merged)
-                else:
-                    merge_lora_(weight.data, lora_a, lora_b, self.scaling[name])
-            self.merged_adapters.append(name)
+    forward = LowRankLinearMixin.lowrank_forward
 
-    def unmerge(self) -> None:
-        if not self.merged:
-            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
-            return
-        weight = self.get_base_layer().weight
-        while self.merged_adapters:
-            name = self.merged_adapters.pop()
-            if name in self.switchlora_A:
-                with torch.no_grad():
-                    merge_lora_(
-                        weight.data,
-                        self.switchlora_A[name].weight,
-                        self.switchlora_B[name].weight,
-                        -self.scaling[name],
-                    )
+    def broken_merge_message(self, adapter_name: str) -> str:
+        return f"NaNs or infs in the merged weights of adapter {adapter_name!r}; nothing merged"
 
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.disable_adapters:
-            if self.merged:
-                self.unmerge()
-            return self.base_layer(x, *args, **kwargs)
-        result = self.base_layer(x, *args, **kwargs)
-        if self.merged:
-            return result
-        for name in self.active_adapters:
-            if name not in self.switchlora_A:
-                continue
-            lora_a, lora_b = self.switchlora_A[name], self.switchlora_B[name]
-            x_adapter = self._cast_input_dtype(x, lora_a.weight.dtype)
-            update = lora_b(lora_a(self.switchlora_dropout[name](x_adapter))) * self.scaling[name]
-            result = result + update.to(result.dtype)
-        return result
+    def add_scaled_update(self, result: torch.Tensor, update: torch.Tensor, scaling: float) -> torch.Tensor:
+        return result + (update * scaling).to(result.dtype)
 
     def __repr__(self) -> str:
         return "switchlora." + super().__repr__()

@@ -17,7 +17,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from torch import nn
 
-from ..tuners import base_weight_entries, derived_generator
+from ..tuners import base_weight_entries, derived_generator, linear_modules, refuse_second_adapter, tuner_layers
 from .config import SwitchLoRAConfig
 from .layer import Linear, SwitchLoRALayer
 
@@ -32,11 +32,8 @@ def block_linear_names(model: nn.Module) -> set[str]:
     Their last name components (``q_proj``, ``down_proj``, ...) when no linear elsewhere shares one, else full
     module paths; the output head is never included.
     """
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     inside, outside = [], set()
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear) or module is head:
-            continue
+    for name, _ in linear_modules(model):
         parents = name.split(".")[:-1]
         (inside.append(name) if any(BLOCK_NAME.search(part) for part in parents) else outside.add(name))
     if not inside:
@@ -69,11 +66,7 @@ class SwitchLoRAModel(BaseTuner):
 
     def _check_new_adapter_config(self, config: SwitchLoRAConfig) -> None:
         super()._check_new_adapter_config(config)
-        if len(self.peft_config) > 1:
-            raise ValueError(
-                "SwitchLoRA trains a single adapter (switches fold into the base weights); the model already has "
-                f"adapters {sorted(self.peft_config)}"
-            )
+        refuse_second_adapter(self, "SwitchLoRA trains a single adapter (switches fold into the base weights)")
 
     def _create_and_replace(
         self,
@@ -111,9 +104,7 @@ class SwitchLoRAModel(BaseTuner):
     # SwitchLoRA-specific API
 
     def switchlora_layers(self) -> Iterator[tuple[str, SwitchLoRALayer]]:
-        for name, module in self.model.named_modules():
-            if isinstance(module, SwitchLoRALayer):
-                yield name, module
+        yield from tuner_layers(self.model, SwitchLoRALayer)
 
     def factor_parameters(self, adapter_name: str | None = None) -> list[nn.Parameter]:
         """The A and B matrices of ``adapter_name`` (default: the active adapter), in module order."""

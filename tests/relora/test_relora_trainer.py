@@ -4,7 +4,8 @@ import pytest
 import torch
 from peft import get_peft_model
 from relora_helpers import tiny_llama, token_dataset
-from transformers import Trainer, TrainingArguments, get_constant_schedule
+from transformers import Trainer, get_constant_schedule
+from tuner_helpers import training_args
 
 from hf_pept.relora import ReLoRAConfig, ReLoRAStepper
 
@@ -15,19 +16,7 @@ def _relora(**kwargs):
 
 
 def _args(output_dir, **kwargs):
-    defaults = {
-        "max_steps": 12,
-        "per_device_train_batch_size": 4,
-        "learning_rate": 1e-2,
-        "lr_scheduler_type": "constant",
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": [],
-        "use_cpu": True,
-        "disable_tqdm": True,
-        "seed": 0,
-    }
-    return TrainingArguments(output_dir, **{**defaults, **kwargs})
+    return training_args(output_dir, **{"max_steps": 12, **kwargs})
 
 
 def _records(history, key):

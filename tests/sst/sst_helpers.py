@@ -2,25 +2,25 @@
 
 import torch
 from peft import get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments
+from transformers import TrainingArguments
+from tuner_helpers import saved_activation_bytes, tiny_llama, token_dataset
+from tuner_helpers import training_args as shared_training_args
 
 from hf_pept.sst import SSTConfig
 
+__all__ = [
+    "TOKENS",
+    "full_factors_reference",
+    "saved_activation_bytes",
+    "sst_layers",
+    "sst_model",
+    "tiny_llama",
+    "token_dataset",
+    "training_args",
+    "weight_reference",
+]
+
 TOKENS = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(1))
-
-
-def tiny_llama(seed: int = 0, vocab_size: int = 128, hidden_size: int = 32, layers: int = 2) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(config)
 
 
 def sst_model(seed: int = 0, **kwargs):
@@ -33,29 +33,8 @@ def sst_model(seed: int = 0, **kwargs):
     return get_peft_model(tiny_llama(seed), SSTConfig(**{**config, **kwargs}))
 
 
-def token_dataset(n: int = 64, length: int = 16, vocab_size: int = 128, seed: int = 0) -> list[dict]:
-    """Sequences with structure to learn (each token is the previous plus a per-row step, mod vocab)."""
-    generator = torch.Generator().manual_seed(seed)
-    start = torch.randint(0, vocab_size, (n, 1), generator=generator)
-    stride = torch.randint(1, 4, (n, 1), generator=generator)
-    tokens = (start + stride * torch.arange(length)) % vocab_size
-    return [{"input_ids": row, "labels": row} for row in tokens]
-
-
 def training_args(output_dir, **kwargs) -> TrainingArguments:
-    defaults = {
-        "max_steps": 8,
-        "per_device_train_batch_size": 4,
-        "learning_rate": 1e-2,
-        "lr_scheduler_type": "constant",
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": [],
-        "use_cpu": True,
-        "disable_tqdm": True,
-        "seed": 0,
-    }
-    return TrainingArguments(str(output_dir), **{**defaults, **kwargs})
+    return shared_training_args(str(output_dir), **kwargs)
 
 
 def full_factors_reference(layer, name: str = "default"):
@@ -85,19 +64,3 @@ def weight_reference(layer, name: str = "default") -> torch.Tensor:
 
 def sst_layers(model):
     return [layer for _, layer in model.base_model.sst_layers()]
-
-
-def saved_activation_bytes(model, ids) -> int:
-    """Bytes of the tensors autograd saves for backward (parameters excluded), each storage counted once."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids, labels=ids).loss.backward()
-    return sum(saved.values())

@@ -1,13 +1,8 @@
-"""Tiny models and data for the SwitchLoRA tests (the ReLoRA tests' tiny LLaMA and token rows)."""
-
-import sys
-from pathlib import Path
+"""Tiny models and data for the SwitchLoRA tests (the tuners' shared tiny LLaMA and token rows)."""
 
 import torch
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "relora"))
-from relora_helpers import tiny_llama, token_dataset  # noqa: E402
+from tuner_helpers import tiny_llama, token_dataset
 
 __all__ = ["OneLinear", "tiny_llama", "token_dataset"]
 

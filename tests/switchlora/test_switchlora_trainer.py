@@ -8,7 +8,8 @@ import torch
 from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file
 from switchlora_helpers import tiny_llama, token_dataset
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
+from tuner_helpers import training_args
 
 from hf_pept.switchlora import CandidatePool, SwitchLoRACallback, SwitchLoRAConfig, SwitchLoRAModel
 
@@ -24,20 +25,7 @@ def _switchlora(**kwargs):
 
 
 def _args(output_dir, **kwargs):
-    defaults = {
-        "max_steps": 8,
-        "per_device_train_batch_size": 4,
-        "learning_rate": 1e-2,
-        "lr_scheduler_type": "cosine",
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": [],
-        "use_cpu": True,
-        "disable_tqdm": True,
-        "seed": 0,
-        "optim": "adamw_torch",
-    }
-    return TrainingArguments(output_dir, **{**defaults, **kwargs})
+    return training_args(output_dir, **{"lr_scheduler_type": "cosine", "optim": "adamw_torch", **kwargs})
 
 
 def _pools(model):
