@@ -1,5 +1,5 @@
-"""Docstrings and comments of hf_pept.galore, hf_pept.relora, hf_pept.switchlora and the kernels point at files that
-exist, and not at issue numbers (the issue tracker is not part of the repository)."""
+"""Docstrings and comments of hf_pept (every subpackage), the kernels and the app point at files that exist, and not at
+issue numbers (the issue tracker is not part of the repository)."""
 
 import re
 from pathlib import Path
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ["hf_pept/galore", "hf_pept/relora", "hf_pept/switchlora", "kernels"]
-SOURCES = sorted(path for package in PACKAGES for path in (ROOT / package).glob("*.py"))
+PACKAGES = ["hf_pept", "kernels", "app"]
+SOURCES = sorted(path for package in PACKAGES for path in (ROOT / package).rglob("*.py"))
 TOP_LEVEL = {entry.name for entry in ROOT.iterdir()}
 FILE_MENTION = re.compile(r"(?:\.\./)*[\w.-]+(?:/[\w.-]+)*\.(?:py|md|csv|json|toml|sh)\b")
 ISSUE_MENTION = re.compile(r"\bissues?\s*#?\d+|(?<![\w&])#\d+\b", re.IGNORECASE)
