@@ -64,6 +64,19 @@ def test_forward_is_the_cross_layer_recurrence(one_cpu_thread):
         torch.testing.assert_close(model(input_ids=ids).logits, _reference_logits(model, ids), rtol=1e-5, atol=1e-5)
 
 
+def test_the_cross_layer_chain_is_causal(one_cpu_thread):
+    """Y_{l−1} at position t comes from tokens ≤ t only: changing later tokens leaves earlier logits unchanged."""
+    torch.manual_seed(0)
+    model = CRNetForCausalLM(tiny_config(num_hidden_layers=4)).eval()
+    ids = torch.randint(0, VOCAB, (1, 12))
+    changed = ids.clone()
+    changed[0, 7:] = (changed[0, 7:] + 1) % VOCAB
+    with torch.no_grad():
+        before, after = model(input_ids=ids).logits, model(input_ids=changed).logits
+    torch.testing.assert_close(after[:, :7], before[:, :7], rtol=0, atol=1e-6)
+    assert not torch.allclose(after[:, 7:], before[:, 7:])
+
+
 def test_layer_one_is_full_rank_and_the_others_low_rank():
     config = tiny_config()
     model = CRNetForCausalLM(config)
