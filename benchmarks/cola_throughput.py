@@ -1,10 +1,13 @@
-"""CoLA, CoLA-M and the same-shape LLaMA side by side: training tokens/s, FLOPs per token, peak memory.
+"""CoLA, CoLA-M, CR-Net and the same-shape LLaMA side by side: training tokens/s, FLOPs per token, peak memory.
 
 For each size (default 20m and 60m, the papers' shapes at their 32k vocabulary) and each model:
 
 * ``llama``: ``LlamaForCausalLM`` of the size (full-rank);
 * ``cola``: ``hf_pept.CoLAForCausalLM`` of the same shape, every attention/MLP linear factorized at r = d/4;
-* ``cola-m``: the same CoLA weights with ``cola_m=True`` (only layer inputs and A·x kept for backward).
+* ``cola-m``: the same CoLA weights with ``cola_m=True`` (only layer inputs and A·x kept for backward);
+* ``crnet``: ``hf_pept.CRNetForCausalLM`` of the same shape (layer 1 full-rank, layers 2..L cross-layer low-rank
+  residuals at r = d/4), and ``crnet-r`` the same model with ``recompute=True`` (layer inputs, codes X·A and Y every
+  8th layer kept; the rest inverted in backward). Chosen with ``--models``; the default is the first three.
 
 On a machine shared with other jobs, use ``--threads 1``: intra-op threads competing with other processes for the
 cores make step times swing by several times.
@@ -18,7 +21,9 @@ model alike.
 Columns: ``tokens_per_s`` (median over timed steps and rounds) and ``best_tokens_per_s`` (the fastest step: the
 least disturbed by other processes); ``train_gflop_per_token``, the closed form
 6·(matmul multiply-adds per token) + 12·L·s·d for attention (QKᵀ and AV, no causal halving), plus for CoLA-M the
-recomputation: 2·r(5d + 2f) per layer (the B halves of the seven linears) + 4·s·d (attention forward);
+recomputation: 2·r(5d + 2f) per layer (the B halves of the seven linears) + 4·s·d (attention forward); for CR-Net
+layer 1 is LLaMA's and layers 2..L r(11d + 3f), and ``crnet-r`` adds per layer l ≥ 2 the B halves and the
+inversion, 2·2·r(5d + 2f), plus layer 1's forward 2(4d² + 3df), plus 4·s·d per layer;
 ``achieved_gflops``; ``saved_activations_mb``, the most bytes autograd holds at once for backward over one step,
 counted with ``torch.autograd.graph.saved_tensors_hooks`` (releases tracked), next to ``hf_pept.memory.estimate``'s
 ``estimated_activations_mb``; ``peak_mb``, the process's peak resident memory during the timed steps minus its
@@ -28,9 +33,10 @@ AdamW state + activations, ``estimated_total_mb``). On a GPU the saved-activatio
 only (the recomputation in backward runs on autograd's device thread, outside the hooks).
 
 Usage: ``python benchmarks/cola_throughput.py [--device cpu] [--sizes 20m 60m] [--batch 4] [--seq 256] [--steps 5]
-[--rounds 2] [--threads 1]``; on a GPU e.g. ``--device cuda --sizes 60m 350m 1b --batch 16``. Writes
-``benchmarks/results/cola_throughput_<device>_<date>.csv`` (and ``.txt``) and prints the table with the ratios to
-LLaMA and to CoLA.
+[--rounds 2] [--threads 1] [--models llama cola cola-m crnet crnet-r]``; on a GPU e.g. ``--device cuda --sizes 60m
+350m 1b --batch 16``. Writes ``benchmarks/results/cola_throughput_<device>_<date>.csv`` (and ``.txt``) for the
+default models, ``architecture_throughput_<device>_<date>`` for any other choice, and prints the table with the
+ratios to LLaMA and to CoLA.
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ import weakref
 
 import torch
 
-MODELS = ("llama", "cola", "cola-m")
+MODELS = ("llama", "cola", "cola-m", "crnet", "crnet-r")
+DEFAULT_MODELS = ("llama", "cola", "cola-m")
 MB = 2**20
 
 
@@ -74,6 +81,12 @@ def train_flops_per_token(config, model: str, seq_len: int) -> float:
     if model == "llama":
         return 6 * (layers * (4 * d * d + 3 * d * f) + vocab * d) + attention
     r = config.rank
+    if model.startswith("crnet"):
+        first = 4 * d * d + 3 * d * f
+        flops = 6 * (first + (layers - 1) * r * (11 * d + 3 * f) + vocab * d) + attention
+        if model == "crnet-r":
+            flops += (layers - 1) * 4 * r * (5 * d + 2 * f) + 2 * first + layers * 4 * seq_len * d
+        return flops
     flops = 6 * (layers * r * (11 * d + 3 * f) + vocab * d) + attention
     if model == "cola-m":
         flops += layers * (2 * r * (5 * d + 2 * f) + 4 * seq_len * d)
@@ -90,6 +103,13 @@ def build(size: str, model: str, vocab_size: int, seq_len: int, device: torch.de
         config = llama_config(size, vocab_size, max_position_embeddings=seq_len)
         with device:
             return LlamaForCausalLM(config), config
+    if model.startswith("crnet"):
+        from hf_pept.crnet import CRNetForCausalLM
+        from hf_pept.models import crnet_config
+
+        config = crnet_config(size, vocab_size, max_position_embeddings=seq_len, recompute=model == "crnet-r")
+        with device:
+            return CRNetForCausalLM(config), config
     from hf_pept.cola import CoLAForCausalLM
 
     config = cola_config(size, vocab_size, max_position_embeddings=seq_len, cola_m=model == "cola-m")
@@ -167,10 +187,16 @@ def child(size: str, model: str, args) -> dict:
         peak_mb = (_rss_kb("VmHWM") - baseline_kb) / 1024 if rss_ok else float("nan")
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
         saved = peak_saved_bytes(net, ids)
-    method = "full" if model == "llama" else model
+    method = {"llama": "full", "crnet-r": "crnet"}.get(model, model)
     precision = "bf16" if cuda else "fp32"
     estimate = memory.estimate(
-        method, model=size, vocab_size=args.vocab_size, seq_len=args.seq, batch_size=args.batch, precision=precision
+        method,
+        model=size,
+        vocab_size=args.vocab_size,
+        seq_len=args.seq,
+        batch_size=args.batch,
+        precision=precision,
+        recompute=model == "crnet-r",
     )
     tokens = args.batch * args.seq
     return {
@@ -191,7 +217,7 @@ def child(size: str, model: str, args) -> dict:
 def run_child(size: str, model: str, args) -> dict:
     command = [sys.executable, __file__, "--child", size, model, "--vocab_size", str(args.vocab_size)]
     command += ["--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps)]
-    command += ["--threads", str(args.threads), "--device", args.device]
+    command += ["--threads", str(args.threads), "--device", args.device, "--models", *args.models]
     out = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -231,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every (size, model)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (1: robust on a shared machine)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=MODELS)
     parser.add_argument("--child", nargs=2, metavar=("SIZE", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -241,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[tuple[str, str], list[dict]] = {}
     for round_index in range(args.rounds):
         for size in args.sizes:
-            for model in MODELS:
+            for model in args.models:
                 result = run_child(size, model, args)
                 runs.setdefault((size, model), []).append(result)
                 print(f"round {round_index + 1}: {size} {model}: {result['step_times_s']} s/step", flush=True)
@@ -271,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     by_key = {(row["size"], row["model"]): row for row in rows}
     for row in rows:
-        llama, cola = by_key[(row["size"], "llama")], by_key[(row["size"], "cola")]
+        llama = by_key[(row["size"], "llama")] if (row["size"], "llama") in by_key else row
+        cola = by_key[(row["size"], "cola")] if (row["size"], "cola") in by_key else row
         row["speed_vs_llama"] = round(row["tokens_per_s"] / llama["tokens_per_s"], 3)
         row["speed_vs_cola"] = round(row["tokens_per_s"] / cola["tokens_per_s"], 3)
         row["best_speed_vs_llama"] = round(row["best_tokens_per_s"] / llama["best_tokens_per_s"], 3)
@@ -299,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"cola_throughput_{args.device}_{env['date'][:10]}")
+    name = "cola_throughput" if tuple(args.models) == DEFAULT_MODELS else "architecture_throughput"
+    stem = os.path.join(args.out, f"{name}_{args.device}_{env['date'][:10]}")
     import csv
 
     with open(stem + ".csv", "w", newline="") as handle:

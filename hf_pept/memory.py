@@ -383,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         "--weight_dtype", default="fp32", choices=tuple(DTYPE_BYTES), help="Weights/gradients/optimizer dtype."
     )
     parser.add_argument("--gradient_checkpointing", action="store_true", help="Recompute activations in backward.")
+    parser.add_argument("--recompute", action="store_true", help="CR-Net: its own recomputation (recompute=True).")
     args = parser.parse_args(argv)
     chosen = list(methods) if args.method == "all" else [method_table.get(args.method).name]
     options = {k: v for k, v in vars(args).items() if k != "method"}

@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from .cola.arguments import CoLAArguments
 from .cola.config import CoLAConfig
 from .cola.memory import cola_activation_bytes, cola_model_config, cola_parameter_shapes
+from .crnet.arguments import CRNetArguments
+from .crnet.config import CRNetConfig
+from .crnet.memory import crnet_activation_bytes, crnet_model_config, crnet_parameter_shapes
 from .galore.arguments import GaLoreArguments
 from .galore.config import GaLoreConfig
 from .knobs import LLAMA_LINEAR_MODULES, AdapterArguments, LowRankArguments
@@ -287,6 +290,50 @@ def build_cola_model(method: Method, run: RunArguments, config: CoLAConfig, voca
     return CoLAForCausalLM(config)
 
 
+def crnet_run_config(method: Method, run: RunArguments, groups: OptionGroups, rank: int) -> CRNetConfig:
+    """The run's :class:`CRNetConfig` (its rank, ``recompute``, ``checkpoint_every``), checked before any work."""
+    from .models import DEFAULT_MAX_POSITION_EMBEDDINGS, crnet_config
+
+    low_rank = groups[LowRankArguments]
+    if list(low_rank.target_modules) != LLAMA_LINEAR_MODULES:
+        raise ValueError(
+            f"{method.name} rebuilds every attention and MLP projection {LLAMA_LINEAR_MODULES}; target_modules "
+            f"does not apply to it (got {list(low_rank.target_modules)})"
+        )
+    if run.gradient_checkpointing:
+        raise ValueError(
+            "crnet's layers pass seven projection outputs on, so block-level --gradient_checkpointing does not "
+            "apply; use --recompute true (CR-Net's own recomputation) instead"
+        )
+    options = groups[CRNetArguments]
+    max_positions = max(run.seq_len, DEFAULT_MAX_POSITION_EMBEDDINGS)
+    return crnet_config(
+        run.model,
+        run.vocab_size,
+        max_positions,
+        rank=rank,
+        recompute=options.recompute,
+        checkpoint_every=options.checkpoint_every,
+    )
+
+
+def build_crnet_model(method: Method, run: RunArguments, config: CRNetConfig, vocab_size: int, max_positions: int):
+    """``CRNetForCausalLM`` of the run's config at the tokenizer's vocabulary; a local CR-Net folder with weights
+    is loaded to continue pre-training."""
+    import copy
+    import os
+
+    from .crnet import CRNetForCausalLM
+
+    config = copy.deepcopy(config)
+    config.vocab_size = vocab_size
+    config.max_position_embeddings = max(config.max_position_embeddings, max_positions)
+    path = str(run.model)
+    if os.path.isdir(path) and any(n.endswith(".safetensors") or n == "pytorch_model.bin" for n in os.listdir(path)):
+        return CRNetForCausalLM.from_pretrained(path, config=config)
+    return CRNetForCausalLM(config)
+
+
 def _relora_compare_knobs(interval: int) -> list[str]:
     # ReLoRA warm-starts full-rank for the first interval (Lialin et al. 2023, §3), then merges every interval.
     return [
@@ -325,6 +372,11 @@ FIRA_PAPER = Paper(
 )
 COLA_PAPER = Paper(
     "CoLA: Compute-Efficient Pre-Training of LLMs via Low-Rank Activation", "Liu et al. 2025", "2502.10940"
+)
+CRNET_PAPER = Paper(
+    "CR-Net: Scaling Parameter-Efficient Training with Cross-Layer Low-Rank Structure",
+    "Kong et al. 2026",
+    "2509.18993",
 )
 # Peak learning rates of the papers' LLaMA runs: 1e-3 for full-rank, LoRA and ReLoRA (Lialin et al. 2023, §4),
 # 1e-2 for GaLore and Fira with scale α = 0.25 (Zhao et al. 2024, §5.1: the projected update is scaled down by α),
@@ -391,6 +443,36 @@ def _cola(name: str, summary: str, *, cola_m: bool, in_compare: bool) -> Method:
             activation_bytes=cola_activation_bytes,
         ),
     )
+
+
+_CRNET = Method(
+    name="crnet",
+    family="architecture",
+    summary="LLaMA whose projections from layer 2 on are Y_l = sgn(β)(|β| + ε)·Y_{l−1} + X·A·B (the same projection's "
+    "output one layer down plus a rank-r term), layer 1 full-rank, trained with plain AdamW; --recompute true "
+    "rebuilds the outputs in backward by inverting that relation.",
+    entry="AutoModelForCausalLM.from_config(hf_pept.CRNetConfig())",
+    usage="AutoModelForCausalLM.from_config(hf_pept.CRNetConfig(rank=128, recompute=True, ...)); "
+    "Trainer(model=model, ...)",
+    state=StateLayout("full"),
+    learning_rate=6e-3,
+    paper=CRNET_PAPER,
+    config_class=CRNetConfig,
+    option_groups=(LowRankArguments, CRNetArguments),
+    rank_ratio=0.25,
+    # CR-Net's own learning rates are not in our sources: CoLA's tuned ones, the closest low-rank architecture
+    # trained under the same protocol (our choice).
+    learning_rate_by_size=_COLA_LEARNING_RATES,
+    in_compare=False,
+    make_config=crnet_run_config,
+    build_model=build_crnet_model,
+    unsupported_knobs=("target_modules",),
+    architecture=ArchitectureLayout(
+        model_config=crnet_model_config,
+        parameter_shapes=crnet_parameter_shapes,
+        activation_bytes=crnet_activation_bytes,
+    ),
+)
 
 
 _TABLE: tuple[Method, ...] = (
@@ -530,6 +612,7 @@ _TABLE: tuple[Method, ...] = (
         cola_m=True,
         in_compare=False,
     ),
+    _CRNET,
 )
 
 METHODS: dict[str, Method] = {method.name: method for method in _TABLE}

@@ -1,7 +1,9 @@
 """LLaMA models of the sizes the ReLoRA and GaLore papers pre-train, built from a config (no download).
 
 The same sizes also exist as CoLA models (:func:`cola_config`, :func:`build_cola`): LLaMA's shape with every
-attention and MLP linear factorized at rank r (Liu et al. 2025, arXiv 2502.10940), as its paper pre-trains them.
+attention and MLP linear factorized at rank r (Liu et al. 2025, arXiv 2502.10940), as its paper pre-trains them,
+and as CR-Net models (:func:`crnet_config`, :func:`build_crnet`): LLaMA's shape with the projections of layers
+2..L built as cross-layer low-rank residuals (Kong et al. 2026, arXiv 2509.18993).
 
 The shapes follow the GaLore paper's configurations (Zhao et al. 2024, Table 11 / the ``configs/llama_*.json`` of
 its code), which the ReLoRA paper (Lialin et al. 2023, Table 1) also uses at 60M–350M: SwiGLU MLP, RMSNorm,
@@ -232,6 +234,64 @@ def build_cola(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = CoLAForCausalLM(config)
+    return model.to(dtype) if dtype is not None else model
+
+
+def crnet_config(
+    size: str,
+    vocab_size: int,
+    max_position_embeddings: int = DEFAULT_MAX_POSITION_EMBEDDINGS,
+    rank: int | None = None,
+    recompute: bool = False,
+    checkpoint_every: int | None = None,
+    **overrides: Any,
+):
+    """A :class:`hf_pept.CRNetConfig` of a named size (LLaMA's shape, :func:`llama_config`), or of a local LLaMA or
+    CR-Net ``config.json`` / folder. ``rank`` None = a quarter of the hidden size or the local config's rank;
+    ``checkpoint_every`` None = the config's default (every 8th layer) or the local config's value."""
+    from .crnet.config import CRNetConfig
+
+    if is_model_size(size):
+        settings = llama_config(size, vocab_size, max_position_embeddings, **overrides).to_dict()
+    else:
+        path = os.fspath(size)
+        check_model(path)
+        from transformers import AutoConfig
+
+        local = AutoConfig.from_pretrained(path, **overrides)
+        if local.model_type not in ("llama", CRNetConfig.model_type):
+            raise ValueError(f"CR-Net rebuilds the projections of a LLaMA; {size!r} is a {local.model_type!r} model")
+        settings = local.to_dict()
+        settings["vocab_size"] = vocab_size
+        settings["max_position_embeddings"] = max(max_position_embeddings, settings["max_position_embeddings"])
+    for key in ("model_type", "transformers_version", "architectures"):
+        settings.pop(key, None)
+    settings["recompute"] = bool(recompute)
+    if rank is not None:
+        settings["rank"] = rank
+    if checkpoint_every is not None:
+        settings["checkpoint_every"] = checkpoint_every
+    return CRNetConfig(**settings)
+
+
+def build_crnet(
+    size: str,
+    vocab_size: int,
+    max_position_embeddings: int = DEFAULT_MAX_POSITION_EMBEDDINGS,
+    seed: int | None = None,
+    dtype: torch.dtype | None = None,
+    **config_options: Any,
+):
+    """A randomly initialised :class:`hf_pept.CRNetForCausalLM` of the named size (see :func:`crnet_config`)."""
+    from .crnet import CRNetForCausalLM
+
+    config = crnet_config(size, vocab_size, max_position_embeddings, **config_options)
+    if seed is None:
+        model = CRNetForCausalLM(config)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = CRNetForCausalLM(config)
     return model.to(dtype) if dtype is not None else model
 
 

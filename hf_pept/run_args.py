@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from . import methods as method_table
 from .cola.arguments import CoLAArguments
+from .crnet.arguments import CRNetArguments
 from .data import check_dataset
 from .galore.arguments import GaLoreArguments
 from .knobs import LLAMA_LINEAR_MODULES, AdapterArguments, LowRankArguments
@@ -297,6 +298,7 @@ __all__ = [
     "ARGUMENT_CLASSES",
     "AdapterArguments",
     "CoLAArguments",
+    "CRNetArguments",
     "GaLoreArguments",
     "LLAMA_LINEAR_MODULES",
     "LowRankArguments",
