@@ -150,3 +150,12 @@ def test_missing_matplotlib_skips_the_plot(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert compare.plot({}, [], tmp_path / "x.png", "t") is False
     assert not os.path.exists(tmp_path / "x.png")
+
+
+def test_the_committed_sweep_matches_the_default_budget_and_names_every_compared_method():
+    saved = json.loads(compare.DEFAULTS_FILE.read_text())
+    assert saved["budget"] == compare.Budget().key() and saved["command"].startswith("hf-pept compare --sweep")
+    assert set(saved["learning_rates"]) == set(compare.DEFAULT_METHODS)
+    assert all(lr in saved["grid"] for lr in saved["learning_rates"].values())
+    plan = compare.learning_rate_plan(list(compare.DEFAULT_METHODS), compare.Budget(), {})
+    assert {source for _, source in plan.values()} == {"sweep"}
