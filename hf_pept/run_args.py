@@ -22,7 +22,7 @@ from .data import check_dataset
 from .galore.arguments import GaLoreArguments
 from .knobs import LLAMA_LINEAR_MODULES, AdapterArguments, LowRankArguments
 from .knobs import check_positive_int as _positive_int
-from .models import MODEL_SIZES, check_model, hidden_size
+from .models import MODEL_SIZES, check_model, hidden_size, is_model_size
 from .relora.arguments import ReLoRAArguments
 
 METHODS: tuple[str, ...] = method_table.method_names()
@@ -231,7 +231,18 @@ def resolve_rank(run: RunArguments, low_rank: LowRankArguments) -> int | None:
         return None
     if low_rank.rank is not None:
         return low_rank.rank
-    return method.default_rank(hidden_size(run.model))
+    own = _architecture_rank(run.model) if method.family == "architecture" else None
+    return own if own is not None else method.default_rank(hidden_size(run.model))
+
+
+def _architecture_rank(model: str) -> int | None:
+    """The rank a local CoLA / CR-Net config was saved with (its own, not hidden/4); None for a size or a LLaMA."""
+    if is_model_size(model):
+        return None
+    from transformers import AutoConfig
+
+    rank = getattr(AutoConfig.from_pretrained(model), "rank", None)
+    return rank if isinstance(rank, int) and not isinstance(rank, bool) else None
 
 
 def prepare(run: RunArguments, *groups: Any) -> PreparedRun:

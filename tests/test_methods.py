@@ -134,3 +134,15 @@ def test_the_rank_of_a_local_config_file_follows_its_hidden_size(tmp_path):
     llama_config("20m", 512).to_json_file(str(path))
     run = run_args.RunArguments(method="lora", model=str(path))
     assert run_args.resolve_rank(run, run_args.LowRankArguments()) == 64
+
+
+@pytest.mark.parametrize("name", ["cola", "crnet"])
+def test_a_local_architecture_config_keeps_its_own_rank(tmp_path, name):
+    import hf_pept
+
+    config_class = {"cola": hf_pept.CoLAConfig, "crnet": hf_pept.CRNetConfig}[name]
+    config_class(hidden_size=64, intermediate_size=176, num_attention_heads=4, num_hidden_layers=2, rank=8,
+                 vocab_size=128).save_pretrained(str(tmp_path))  # fmt: skip
+    run = run_args.RunArguments(method=name, model=str(tmp_path))
+    assert run_args.resolve_rank(run, run_args.LowRankArguments()) == 8  # not hidden/4 = 16
+    assert run_args.resolve_rank(run, run_args.LowRankArguments(rank=4)) == 4
