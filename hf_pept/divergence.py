@@ -49,9 +49,14 @@ class DivergenceGuard(TrainerCallback):
 
     @staticmethod
     def _all_finite(grads: list[torch.Tensor]) -> bool:
-        # The norm of a tensor holding a NaN / inf is NaN / inf: one reduction per tensor, one sync in all.
-        norms = torch._foreach_norm(grads)
-        return bool(torch.isfinite(torch.stack([n.float().cpu() for n in norms])).all())
+        # The norm of a tensor holding a NaN / inf is NaN / inf: one reduction per tensor, one host sync per device.
+        by_device: dict[torch.device, list[torch.Tensor]] = {}
+        for grad in grads:
+            by_device.setdefault(grad.device, []).append(grad)
+        return all(
+            bool(torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(group)])).all())
+            for group in by_device.values()
+        )
 
     def _stop(self, control, state, status: str, message: str) -> None:
         self.status, self.failure = status, message
