@@ -101,15 +101,7 @@ def build_llama(
     from transformers import LlamaForCausalLM
 
     config = llama_config(size, vocab_size, max_position_embeddings=max_position_embeddings, **overrides)
-    if seed is None:
-        model = LlamaForCausalLM(config)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = LlamaForCausalLM(config)
-    if dtype is not None:
-        model = model.to(dtype)
-    return model
+    return _seeded_model(LlamaForCausalLM, config, seed, dtype)
 
 
 def is_model_size(name: str) -> bool:
@@ -174,6 +166,40 @@ def build_model(
         return AutoModelForCausalLM.from_config(config)
 
 
+def _llama_shaped_settings(
+    size: str, vocab_size: int, max_position_embeddings: int, model_type: str, what: str, **overrides: Any
+) -> dict[str, Any]:
+    """The config fields of a LLaMA-shaped architecture: a named size's LLaMA, or a local LLaMA / ``model_type``
+    config (its vocabulary set to ``vocab_size``); ``what`` completes the refusal of any other model type."""
+    if is_model_size(size):
+        settings = llama_config(size, vocab_size, max_position_embeddings, **overrides).to_dict()
+    else:
+        path = os.fspath(size)
+        check_model(path)
+        from transformers import AutoConfig
+
+        local = AutoConfig.from_pretrained(path, **overrides)
+        if local.model_type not in ("llama", model_type):
+            raise ValueError(f"{what} of a LLaMA; {size!r} is a {local.model_type!r} model")
+        settings = local.to_dict()
+        settings["vocab_size"] = vocab_size
+        settings["max_position_embeddings"] = max(max_position_embeddings, settings["max_position_embeddings"])
+    for key in ("model_type", "transformers_version", "architectures"):
+        settings.pop(key, None)
+    return settings
+
+
+def _seeded_model(model_class, config, seed: int | None, dtype: torch.dtype | None):
+    """``model_class(config)``, initialised under ``seed`` without touching the caller's RNG, cast to ``dtype``."""
+    if seed is None:
+        model = model_class(config)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = model_class(config)
+    return model.to(dtype) if dtype is not None else model
+
+
 def cola_config(
     size: str,
     vocab_size: int,
@@ -192,21 +218,9 @@ def cola_config(
     """
     from .cola.config import CoLAConfig, resolve_only_lr_act
 
-    if is_model_size(size):
-        settings = llama_config(size, vocab_size, max_position_embeddings, **overrides).to_dict()
-    else:
-        path = os.fspath(size)
-        check_model(path)
-        from transformers import AutoConfig
-
-        local = AutoConfig.from_pretrained(path, **overrides)
-        if local.model_type not in ("llama", CoLAConfig.model_type):
-            raise ValueError(f"CoLA replaces the linears of a LLaMA; {size!r} is a {local.model_type!r} model")
-        settings = local.to_dict()
-        settings["vocab_size"] = vocab_size
-        settings["max_position_embeddings"] = max(max_position_embeddings, settings["max_position_embeddings"])
-    for key in ("model_type", "transformers_version", "architectures"):
-        settings.pop(key, None)
+    settings = _llama_shaped_settings(
+        size, vocab_size, max_position_embeddings, CoLAConfig.model_type, "CoLA replaces the linears", **overrides
+    )
     settings["cola_m"] = cola_m
     if rank is not None:
         settings["rank"] = rank
@@ -228,13 +242,7 @@ def build_cola(
     from .cola import CoLAForCausalLM
 
     config = cola_config(size, vocab_size, max_position_embeddings, **config_options)
-    if seed is None:
-        model = CoLAForCausalLM(config)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = CoLAForCausalLM(config)
-    return model.to(dtype) if dtype is not None else model
+    return _seeded_model(CoLAForCausalLM, config, seed, dtype)
 
 
 def crnet_config(
@@ -251,21 +259,14 @@ def crnet_config(
     ``checkpoint_every`` None = the config's default (every 8th layer) or the local config's value."""
     from .crnet.config import CRNetConfig
 
-    if is_model_size(size):
-        settings = llama_config(size, vocab_size, max_position_embeddings, **overrides).to_dict()
-    else:
-        path = os.fspath(size)
-        check_model(path)
-        from transformers import AutoConfig
-
-        local = AutoConfig.from_pretrained(path, **overrides)
-        if local.model_type not in ("llama", CRNetConfig.model_type):
-            raise ValueError(f"CR-Net rebuilds the projections of a LLaMA; {size!r} is a {local.model_type!r} model")
-        settings = local.to_dict()
-        settings["vocab_size"] = vocab_size
-        settings["max_position_embeddings"] = max(max_position_embeddings, settings["max_position_embeddings"])
-    for key in ("model_type", "transformers_version", "architectures"):
-        settings.pop(key, None)
+    settings = _llama_shaped_settings(
+        size,
+        vocab_size,
+        max_position_embeddings,
+        CRNetConfig.model_type,
+        "CR-Net rebuilds the projections",
+        **overrides,
+    )
     settings["recompute"] = bool(recompute)
     if rank is not None:
         settings["rank"] = rank
@@ -286,13 +287,7 @@ def build_crnet(
     from .crnet import CRNetForCausalLM
 
     config = crnet_config(size, vocab_size, max_position_embeddings, **config_options)
-    if seed is None:
-        model = CRNetForCausalLM(config)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = CRNetForCausalLM(config)
-    return model.to(dtype) if dtype is not None else model
+    return _seeded_model(CRNetForCausalLM, config, seed, dtype)
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
