@@ -17,85 +17,20 @@ whole forward for block-level gradient checkpointing.
 Mechanism: each layer runs as one :class:`torch.autograd.Function` (:func:`checkpointed_layer`) whose forward
 runs the layer without building a graph while a tape records every z, and saves the layer input and the recorded
 z with ``save_for_backward`` (so ``torch.autograd.graph.saved_tensors_hooks`` sees exactly what is kept). Its
-backward re-runs the layer with autograd on, the tape replaying each z in place of A x (:class:`_ReplayedProduct`,
+backward re-runs the layer with autograd on, the tape replaying each z in place of A x (:mod:`hf_pept.low_rank_replay`,
 whose backward is that of x ↦ A x), and returns the gradients of the layer input and of the layer's parameters.
 The module tree and state-dict keys are those of plain CoLA.
 """
 
 from __future__ import annotations
 
-from contextvars import ContextVar
-
 import torch
-import torch.nn.functional as F
+
+from ..low_rank_replay import Tape, active_tape, autocast_state, low_rank_product
 
 
-class _Tape:
-    """The z = A x of one decoder layer, in execution order: recorded in the forward pass, replayed in backward."""
-
-    def __init__(self, saved: tuple[torch.Tensor, ...] | None = None):
-        self.replaying = saved is not None
-        self.values: list[torch.Tensor] = list(saved) if saved is not None else []
-        self.position = 0
-
-    def next_saved(self) -> torch.Tensor:
-        if self.position >= len(self.values):
-            raise RuntimeError(
-                f"CoLA-M recomputation asked for low-rank activation {self.position + 1} of a layer that recorded "
-                f"{len(self.values)}: the layer ran differently in backward than in forward"
-            )
-        value = self.values[self.position]
-        self.position += 1
-        return value
-
-
-_ACTIVE_TAPE: ContextVar[_Tape | None] = ContextVar("hf_pept_cola_m_tape", default=None)
-
-
-def low_rank_product(x: torch.Tensor, weight_a: torch.Tensor) -> torch.Tensor:
-    """z = A x (``weight_a`` is A, r×n). Inside a CoLA-M layer it is recorded (forward) or replayed (backward)."""
-    tape = _ACTIVE_TAPE.get()
-    if tape is None:
-        return F.linear(x, weight_a)
-    if tape.replaying:
-        return _ReplayedProduct.apply(x, weight_a, tape.next_saved())
-    z = F.linear(x, weight_a)
-    tape.values.append(z)
-    return z
-
-
-class _ReplayedProduct(torch.autograd.Function):
-    """Returns the saved z = A x without computing it; its backward is that of A x: ∂x = ∂z A, ∂A = ∂zᵀ x.
-
-    The gradients are computed in z's dtype, as autocast's own A x would (its inputs cast to the autocast dtype),
-    and returned in the dtypes of x and A.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight_a: torch.Tensor, saved_z: torch.Tensor) -> torch.Tensor:
-        ctx.x_dtype = x.dtype
-        ctx.save_for_backward(x.to(saved_z.dtype), weight_a)
-        return saved_z
-
-    @staticmethod
-    def backward(ctx, grad_z: torch.Tensor):
-        x, weight_a = ctx.saved_tensors
-        grad_x = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (grad_z @ weight_a.to(grad_z.dtype)).to(ctx.x_dtype)
-        if ctx.needs_input_grad[1]:
-            flat_grad = grad_z.reshape(-1, grad_z.shape[-1])
-            grad_weight = (flat_grad.t() @ x.reshape(-1, x.shape[-1])).to(weight_a.dtype)
-        return grad_x, grad_weight, None
-
-
-def _autocast_state(device_type: str) -> dict:
-    return {
-        "device_type": device_type,
-        "enabled": torch.is_autocast_enabled(device_type),
-        "dtype": torch.get_autocast_dtype(device_type),
-        "cache_enabled": torch.is_autocast_cache_enabled(),
-    }
+def _tape(saved: tuple[torch.Tensor, ...] | None = None) -> Tape:
+    return Tape(saved, owner="CoLA-M recomputation", item="low-rank activation")
 
 
 class _CoLAMLayer(torch.autograd.Function):
@@ -105,13 +40,9 @@ class _CoLAMLayer(torch.autograd.Function):
     def forward(ctx, layer_forward, hidden_states: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         ctx.layer_forward = layer_forward
         ctx.params = params  # inputs so that their gradients flow back; kept by the module anyway, not saved
-        ctx.autocast = _autocast_state(hidden_states.device.type)
-        tape = _Tape()
-        token = _ACTIVE_TAPE.set(tape)
-        try:
+        ctx.autocast = autocast_state(hidden_states.device.type)
+        with active_tape(_tape()) as tape:
             output = layer_forward(hidden_states)
-        finally:
-            _ACTIVE_TAPE.reset(token)
         ctx.save_for_backward(hidden_states, *tape.values)
         return output
 
@@ -119,13 +50,8 @@ class _CoLAMLayer(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         hidden_states, *saved_z = ctx.saved_tensors
         inputs = hidden_states.detach().requires_grad_(ctx.needs_input_grad[1])
-        tape = _Tape(tuple(saved_z))
-        token = _ACTIVE_TAPE.set(tape)
-        try:
-            with torch.enable_grad(), torch.autocast(**ctx.autocast):
-                output = ctx.layer_forward(inputs)
-        finally:
-            _ACTIVE_TAPE.reset(token)
+        with active_tape(_tape(tuple(saved_z))) as tape, torch.enable_grad(), torch.autocast(**ctx.autocast):
+            output = ctx.layer_forward(inputs)
         if tape.position != len(tape.values):
             raise RuntimeError(
                 f"CoLA-M recomputation replayed {tape.position} of {len(tape.values)} low-rank activations: the "

@@ -31,83 +31,22 @@ plain CR-Net, so a checkpoint loads with either setting.
 
 from __future__ import annotations
 
-from contextvars import ContextVar
-
 import torch
-import torch.nn.functional as F
+
+from ..low_rank_replay import Tape, active_tape, autocast_state, low_rank_product
 
 
-class _Tape:
-    """The codes z = X·A of one decoder layer, in execution order: recorded in forward, replayed in backward."""
-
-    def __init__(self, saved: tuple[torch.Tensor, ...] | None = None):
-        self.replaying = saved is not None
-        self.values: list[torch.Tensor] = list(saved) if saved is not None else []
-        self.position = 0
-
-    def next_saved(self) -> torch.Tensor:
-        if self.position >= len(self.values):
-            raise RuntimeError(
-                f"CR-Net recomputation asked for code {self.position + 1} of a layer that recorded "
-                f"{len(self.values)}: the layer ran differently in backward than in forward"
-            )
-        value = self.values[self.position]
-        self.position += 1
-        return value
+def _tape(saved: tuple[torch.Tensor, ...] | None = None) -> Tape:
+    return Tape(saved, owner="CR-Net recomputation", item="code")
 
 
-_ACTIVE_TAPE: ContextVar[_Tape | None] = ContextVar("hf_pept_crnet_tape", default=None)
-
-
-def low_rank_code(x: torch.Tensor, weight_a: torch.Tensor) -> torch.Tensor:
-    """z = X·A (``weight_a`` is Aᵀ, r×h_in, stored like an nn.Linear weight); recorded or replayed under recompute."""
-    tape = _ACTIVE_TAPE.get()
-    if tape is None:
-        return F.linear(x, weight_a)
-    if tape.replaying:
-        return _ReplayedCode.apply(x, weight_a, tape.next_saved())
-    z = F.linear(x, weight_a)
-    tape.values.append(z)
-    return z
-
-
-class _ReplayedCode(torch.autograd.Function):
-    """Returns the saved z = X·A without computing it; its backward is that of X·A: ∂X = ∂z Aᵀ, ∂A = Xᵀ ∂z."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight_a: torch.Tensor, saved_z: torch.Tensor) -> torch.Tensor:
-        ctx.x_dtype = x.dtype
-        ctx.save_for_backward(x.to(saved_z.dtype), weight_a)
-        return saved_z
-
-    @staticmethod
-    def backward(ctx, grad_z: torch.Tensor):
-        x, weight_a = ctx.saved_tensors
-        grad_x = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (grad_z @ weight_a.to(grad_z.dtype)).to(ctx.x_dtype)
-        if ctx.needs_input_grad[1]:
-            flat_grad = grad_z.reshape(-1, grad_z.shape[-1])
-            grad_weight = (flat_grad.t() @ x.reshape(-1, x.shape[-1])).to(weight_a.dtype)
-        return grad_x, grad_weight, None
-
-
-def _autocast_state(device_type: str) -> dict:
-    return {
-        "device_type": device_type,
-        "enabled": torch.is_autocast_enabled(device_type),
-        "dtype": torch.get_autocast_dtype(device_type),
-        "cache_enabled": torch.is_autocast_cache_enabled(),
-    }
+# z = X·A of a CR-Net projection (``weight_a`` is Aᵀ, r×h_in): recorded or replayed under recompute
+low_rank_code = low_rank_product
 
 
 def _run_recording(run_layer, index, hidden, previous):
-    tape = _Tape()
-    token = _ACTIVE_TAPE.set(tape)
-    try:
+    with active_tape(_tape()) as tape:
         hidden, outputs = run_layer(index, hidden, previous)
-    finally:
-        _ACTIVE_TAPE.reset(token)
     return hidden, outputs, tape.values
 
 
@@ -117,7 +56,7 @@ class _CrossLayerStack(torch.autograd.Function):
     @staticmethod
     def forward(ctx, stack, hidden_states: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         ctx.stack, ctx.params = stack, params  # params are inputs so that their gradients flow; not saved
-        ctx.autocast = _autocast_state(hidden_states.device.type)
+        ctx.autocast = autocast_state(hidden_states.device.type)
         checkpoints = set(stack.checkpoints)
         saved: list[torch.Tensor] = []
         layout: list[dict] = []  # per layer: where its input, codes, kept Y and kept Y_{l−1} sit in ``saved``
@@ -165,13 +104,8 @@ class _CrossLayerStack(torch.autograd.Function):
             (layer_input,) = entry["input"]
             needs_input = index > 0 or ctx.needs_input_grad[1]
             layer_input = layer_input.detach().requires_grad_(needs_input)
-            tape = _Tape(entry["codes"])
-            token = _ACTIVE_TAPE.set(tape)
-            try:
-                with torch.enable_grad(), torch.autocast(**ctx.autocast):
-                    hidden, outputs = stack.run_layer(index, layer_input, previous)
-            finally:
-                _ACTIVE_TAPE.reset(token)
+            with active_tape(_tape(entry["codes"])) as tape, torch.enable_grad(), torch.autocast(**ctx.autocast):
+                hidden, outputs = stack.run_layer(index, layer_input, previous)
             if tape.position != len(tape.values):
                 raise RuntimeError(
                     f"CR-Net recomputation replayed {tape.position} of {len(tape.values)} codes of layer "
