@@ -48,9 +48,10 @@ import statistics
 import subprocess
 import sys
 import time
-import weakref
 
 import torch
+
+from hf_pept.metrics import peak_saved_activation_bytes
 
 MODELS = ("llama", "cola", "cola-m", "crnet", "crnet-r")
 DEFAULT_MODELS = ("llama", "cola", "cola-m")
@@ -117,37 +118,6 @@ def build(size: str, model: str, vocab_size: int, seq_len: int, device: torch.de
         return CoLAForCausalLM(config), config
 
 
-def peak_saved_bytes(net, ids) -> int:
-    """Most bytes of non-parameter tensors autograd holds for backward at once, over forward and backward."""
-    params = {p.untyped_storage().data_ptr() for p in net.parameters()}
-    live: dict[int, list[int]] = {}
-    current = peak = 0
-
-    def release(ptr):
-        nonlocal current
-        live[ptr][1] -= 1
-        if live[ptr][1] == 0:
-            current -= live.pop(ptr)[0]
-
-    def pack(tensor):
-        nonlocal current, peak
-        ptr = tensor.untyped_storage().data_ptr()
-        if ptr in params:
-            return tensor
-        if ptr not in live:
-            live[ptr] = [tensor.untyped_storage().nbytes(), 0]
-            current += live[ptr][0]
-            peak = max(peak, current)
-        live[ptr][1] += 1
-        weakref.finalize(tensor, release, ptr)
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        net(input_ids=ids, labels=ids).loss.backward()
-    net.zero_grad(set_to_none=True)
-    return peak
-
-
 def child(size: str, model: str, args) -> dict:
     """One (size, model) measurement in this process."""
     from hf_pept import memory
@@ -186,7 +156,8 @@ def child(size: str, model: str, args) -> dict:
     else:
         peak_mb = (_rss_kb("VmHWM") - baseline_kb) / 1024 if rss_ok else float("nan")
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-        saved = peak_saved_bytes(net, ids)
+        saved = peak_saved_activation_bytes(net, ids)
+        net.zero_grad(set_to_none=True)
     method = {"llama": "full", "crnet-r": "crnet"}.get(model, model)
     precision = "bf16" if cuda else "fp32"
     estimate = memory.estimate(

@@ -109,6 +109,40 @@ def optimizer_state_bytes(optimizer: Any) -> int:
     return total
 
 
+def peak_saved_activation_bytes(model: torch.nn.Module, input_ids: torch.Tensor) -> int:
+    """Most bytes held at once by tensors autograd saved for backward (parameters excluded), over one forward and
+    backward of ``model(input_ids=..., labels=input_ids)``: what a recomputation scheme is measured by. Storages
+    are counted once however many saved tensors view them; gradients are left in ``.grad``."""
+    import weakref
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    live: dict[int, list[int]] = {}  # storage -> [bytes, saved tensors alive on it]
+    current = peak = 0
+
+    def release(ptr):
+        nonlocal current
+        live[ptr][1] -= 1
+        if live[ptr][1] == 0:
+            current -= live.pop(ptr)[0]
+
+    def pack(tensor):
+        nonlocal current, peak
+        ptr = tensor.untyped_storage().data_ptr()
+        if ptr in params:
+            return tensor
+        if ptr not in live:
+            live[ptr] = [tensor.untyped_storage().nbytes(), 0]
+            current += live[ptr][0]
+            peak = max(peak, current)
+        live[ptr][1] += 1
+        weakref.finalize(tensor, release, ptr)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(input_ids=input_ids, labels=input_ids).loss.backward()
+    return peak
+
+
 class MetricsCallback(TrainerCallback):
     """Writes ``run_dir/metrics.jsonl`` (see the module docstring) as training goes.
 

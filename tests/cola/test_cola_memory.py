@@ -2,13 +2,11 @@
 activations within 20 % of the bytes autograd keeps (counted with ``saved_tensors_hooks``, released tensors tracked
 so that CoLA-M's recomputation in backward is counted too)."""
 
-import weakref
-
 import pytest
 import torch
 
 from hf_pept import memory
-from hf_pept.metrics import optimizer_state_bytes
+from hf_pept.metrics import optimizer_state_bytes, peak_saved_activation_bytes
 from hf_pept.models import build_cola
 
 VOCAB, BATCH, SEQ = 300, 2, 16
@@ -41,37 +39,6 @@ def test_parameter_count_is_colas_closed_form(size, expected):
     assert memory.estimate("cola", model=size, vocab_size=32000).total_params == expected
 
 
-def _peak_saved_bytes(model, ids):
-    """Most bytes held at once by tensors autograd saved (parameters excluded), over forward and backward."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    live: dict[int, list[int]] = {}  # storage -> [bytes, saved tensors alive on it]
-    current = peak = 0
-
-    def release(ptr):
-        nonlocal current
-        live[ptr][1] -= 1
-        if live[ptr][1] == 0:
-            current -= live.pop(ptr)[0]
-
-    def pack(tensor):
-        nonlocal current, peak
-        ptr = tensor.untyped_storage().data_ptr()
-        if ptr in params:
-            return tensor
-        if ptr not in live:
-            live[ptr] = [tensor.untyped_storage().nbytes(), 0]
-            current += live[ptr][0]
-            peak = max(peak, current)
-        live[ptr][1] += 1
-        weakref.finalize(tensor, release, ptr)
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-    return peak
-
-
 @pytest.mark.parametrize(
     "method, size, only_lr_act, vocab, batch, seq",
     [
@@ -87,7 +54,7 @@ def test_activations_within_20_percent_of_the_saved_tensors(method, size, only_l
         size, vocab, max_position_embeddings=seq, seed=0, cola_m=method == "cola-m", only_lr_act=only_lr_act
     ).train()
     ids = torch.randint(0, vocab, (batch, seq))
-    measured = _peak_saved_bytes(model, ids)
+    measured = peak_saved_activation_bytes(model, ids)
     estimated = memory.estimate(
         method, model=size, vocab_size=vocab, seq_len=seq, batch_size=batch, only_lr_act=only_lr_act
     ).activations

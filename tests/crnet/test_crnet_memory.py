@@ -2,13 +2,11 @@
 activations within 20 % of the bytes autograd keeps at their peak (released tensors tracked, so that the
 recomputation in backward is counted too)."""
 
-import weakref
-
 import pytest
 import torch
 
 from hf_pept import memory
-from hf_pept.metrics import optimizer_state_bytes
+from hf_pept.metrics import optimizer_state_bytes, peak_saved_activation_bytes
 from hf_pept.models import build_crnet
 
 VOCAB, BATCH, SEQ = 300, 2, 16
@@ -34,37 +32,6 @@ def test_weights_gradients_and_optimizer_state_are_exact(one_cpu_thread, recompu
     assert expected.trained_params == expected.total_params == sum(p.numel() for p in model.parameters())
 
 
-def _peak_saved_bytes(model, ids):
-    """Most bytes held at once by tensors autograd saved (parameters excluded), over forward and backward."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    live: dict[int, list[int]] = {}  # storage -> [bytes, saved tensors alive on it]
-    current = peak = 0
-
-    def release(ptr):
-        nonlocal current
-        live[ptr][1] -= 1
-        if live[ptr][1] == 0:
-            current -= live.pop(ptr)[0]
-
-    def pack(tensor):
-        nonlocal current, peak
-        ptr = tensor.untyped_storage().data_ptr()
-        if ptr in params:
-            return tensor
-        if ptr not in live:
-            live[ptr] = [tensor.untyped_storage().nbytes(), 0]
-            current += live[ptr][0]
-            peak = max(peak, current)
-        live[ptr][1] += 1
-        weakref.finalize(tensor, release, ptr)
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-    return peak
-
-
 @pytest.mark.parametrize(
     "size, recompute, vocab, batch, seq",
     [("tiny", False, 512, 4, 64), ("20m", False, 1024, 1, 128), ("tiny", True, 512, 4, 64), ("20m", True, 512, 2, 64)],
@@ -72,7 +39,7 @@ def _peak_saved_bytes(model, ids):
 def test_activations_within_20_percent_of_the_saved_tensors(one_cpu_thread, size, recompute, vocab, batch, seq):
     model = build_crnet(size, vocab, max_position_embeddings=seq, seed=0, recompute=recompute).train()
     ids = torch.randint(0, vocab, (batch, seq))
-    measured = _peak_saved_bytes(model, ids)
+    measured = peak_saved_activation_bytes(model, ids)
     estimated = memory.estimate(
         "crnet", model=size, vocab_size=vocab, seq_len=seq, batch_size=batch, recompute=recompute
     ).activations
