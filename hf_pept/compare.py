@@ -30,17 +30,17 @@ from typing import Any
 
 from . import methods as method_table
 from .compare_plot import plot
-from .compare_table import add_gaps, format_table, method_order, method_row, notes, write_csv
+from .compare_table import add_gaps, format_table, method_row, notes, write_csv
 from .metrics import METRICS_FILE
 from .runner import SUMMARY_FILE
 
 DEFAULT_METHODS = method_table.compare_methods()
-BASE_STEPS = 200
+BASE_STEPS = 400
 CSV_FILE = "comparison.csv"
 PLOT_FILE = "comparison.png"
 SWEEP_FILE = "lr_sweep.csv"
 SWEEP_DEFAULTS = "lr_defaults.json"
-SWEEP_GRID = (1e-3, 3e-3, 1e-2, 3e-2)
+SWEEP_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 DEFAULTS_FILE = Path(__file__).with_name("compare_defaults.json")
 
 
@@ -48,14 +48,17 @@ DEFAULTS_FILE = Path(__file__).with_name("compare_defaults.json")
 class Budget:
     """The shared training budget, scaled by ``--budget``; every method gets the same data, steps and seeds.
 
-    The default (the ``tiny`` LLaMA at a 2,048-token vocabulary, 200 steps) keeps every method of the table within
-    ``make demo``'s 10 minutes on 2 CPU cores; at that size the embeddings and head hold most of the parameters
-    (the table's notes say how many), so it shows the methods at work rather than ranking them.
+    The default (the ``tiny`` LLaMA at a 512-token vocabulary, 400 steps of 8 × 128 tokens) keeps every method of
+    the table within ``make demo``'s 10 minutes on 2 CPU cores and trains full-rank well past a unigram model
+    (perplexity about 40 against the unigram's 100+, the notes print both). The small vocabulary is chosen so
+    that the transformer body, which the methods act on, holds most of the parameters (61 %; at 2,048 tokens the
+    embeddings and head held 72 %); its perplexities are per 512-token-vocabulary token, not comparable with the
+    papers' (32k vocabulary, C4).
     """
 
     scale: float = 1.0
     model: str = "tiny"
-    vocab_size: int = 2048
+    vocab_size: int = 512
     seq_len: int = 128
     batch_size: int = 8
     rank: int | None = None  # None = each method's default: a quarter of the model's width
@@ -85,15 +88,17 @@ class Budget:
         """What a committed sweep must match to apply (everything but the seeds' count and the eval size)."""
         return {k: v for k, v in asdict(self).items() if k not in ("seeds", "max_eval_tokens")}
 
-    def common_argv(self, seed: int) -> list[str]:
+    def common_argv(self, seed: int, rank: int | None = None) -> list[str]:
+        """The options every run of the budget shares (``rank``: an entry's own, else the budget's)."""
         max_steps = self.max_steps
+        rank = self.rank if rank is None else rank
         return [
             "--model", self.model, "--vocab_size", str(self.vocab_size), "--seq_len", str(self.seq_len),
             "--batch_size", str(self.batch_size), "--max_steps", str(max_steps), "--seed", str(seed),
             "--eval_steps", str(max(1, max_steps // 5)),
             "--logging_steps", str(max(1, max_steps // 40)), "--save_steps", "0", "--save_total_limit", "1",
             "--max_eval_tokens", str(self.max_eval_tokens), "--lora_dropout", "0.0",
-            *([] if self.rank is None else ["--rank", str(self.rank)]),
+            *([] if rank is None else ["--rank", str(rank)]),
             *([] if self.max_train_tokens is None else ["--max_train_tokens", str(self.max_train_tokens)]),
         ]  # fmt: skip
 
@@ -103,13 +108,92 @@ class Budget:
         knobs = method_table.get(method).compare_knobs
         return knobs(max(2, self.max_steps // 4)) if knobs else []
 
-    def argv(self, method: str, output_dir: Path, device: str, seed: int | None = None, lr: float | None = None):
+    def argv(
+        self, method: str, output_dir: Path, device: str, seed: int | None = None, lr: float | None = None,
+        rank: int | None = None,
+    ):  # fmt: skip
+        """The ``hf-pept train`` command of one run (``rank``: the entry's own rank, else the budget's)."""
         seed = self.seed if seed is None else seed
         lr_argv = [] if lr is None else ["--learning_rate", f"{lr:g}"]
         return [
-            "train", "--method", method, *self.common_argv(seed), *self.method_argv(method), *lr_argv,
+            "train", "--method", method, *self.common_argv(seed, rank), *self.method_argv(method), *lr_argv,
             "--device", device, "--output_dir", str(output_dir),
         ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of a comparison: a method of the method table at the budget's rank, or at a rank of its own
+    (``galore:rank=19`` on the command line: the memory-aligned point of :func:`state_matched_rank`)."""
+
+    method: str
+    rank: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Entry:
+        method, sep, option = text.strip().partition(":")
+        if method not in method_table.METHODS:
+            raise ValueError(f"--methods entry {text!r}: {method!r} is not one of {list(method_table.METHODS)}")
+        entry = method_table.get(method)
+        if not sep:
+            return cls(method)
+        key, _, value = option.partition("=")
+        if key != "rank" or not value.isdigit() or int(value) < 1 or not entry.low_rank:
+            raise ValueError(
+                f"--methods entry {text!r}: expected <method> or <low-rank method>:rank=<positive integer>, "
+                f"e.g. galore:rank=24"
+            )
+        return cls(method, int(value))
+
+    @property
+    def label(self) -> str:
+        """Its name in the table and the CSV."""
+        return self.method if self.rank is None else f"{self.method}:rank={self.rank}"
+
+    @property
+    def folder(self) -> str:
+        """Its run folder's name (first seed)."""
+        return self.method if self.rank is None else f"{self.method}-rank{self.rank}"
+
+
+def state_matched_rank(budget: Budget, method: str = "galore", reference: str = "lora") -> int:
+    """The largest rank at which ``method``'s optimizer state is at most ``reference``'s at the budget's rank, by
+    :func:`hf_pept.memory.estimate` (whose optimizer-state bytes are exact for these layouts; the table prints the
+    measured bytes beside it): the memory-aligned point, the same state budget spent on a higher rank."""
+    from .memory import estimate
+
+    shape = {"model": budget.model, "vocab_size": budget.vocab_size, "seq_len": budget.seq_len}
+    target = estimate(reference, rank=budget.rank, batch_size=budget.batch_size, **shape).optimizer_state
+    rank = 1
+    while rank < 4096 and estimate(method, rank=rank + 1, batch_size=budget.batch_size, **shape).optimizer_state <= (
+        target
+    ):
+        rank += 1
+    return rank
+
+
+def default_entries(budget: Budget) -> list[Entry]:
+    """Every method the method table marks for comparison, and GaLore at the rank whose optimizer state matches
+    LoRA's (when that rank is not the budget's own)."""
+    entries = [Entry(method) for method in DEFAULT_METHODS]
+    if {"galore", "lora"} <= set(DEFAULT_METHODS):
+        matched = state_matched_rank(budget)
+        own = budget.rank if budget.rank is not None else _default_rank(budget, "galore")
+        if matched != own:
+            entries.append(Entry("galore", matched))
+    return entry_order(entries)
+
+
+def _default_rank(budget: Budget, method: str) -> int | None:
+    from .models import hidden_size
+
+    return method_table.get(method).default_rank(hidden_size(budget.model))
+
+
+def entry_order(entries: list[Entry]) -> list[Entry]:
+    """Full-rank first, then the method table's order, each method's own-rank points after it."""
+    table = list(method_table.METHODS)
+    return sorted(entries, key=lambda e: (e.method != "full", table.index(e.method), e.rank is not None, e.rank or 0))
 
 
 def _cli() -> list[str]:
@@ -170,12 +254,12 @@ def _parse_rates(text: str | None) -> dict[str, float]:
     return rates
 
 
-def _run(budget: Budget, method: str, run_dir: Path, device: str, seed: int, lr: float) -> tuple | None:
+def _run(budget: Budget, entry: Entry, run_dir: Path, device: str, seed: int, lr: float) -> tuple | None:
     if run_dir.is_dir():  # the comparison's own folder of an earlier comparison: replaced, not mixed with it
         shutil.rmtree(run_dir)
-    returncode = run_train(budget.argv(method, run_dir, device, seed=seed, lr=lr))
+    returncode = run_train(budget.argv(entry.method, run_dir, device, seed=seed, lr=lr, rank=entry.rank))
     if returncode != 0:
-        print(f"  {method} (seed {seed}, lr {lr:g}) failed (exit {returncode}); see {run_dir / 'stdout.log'}")
+        print(f"  {entry.label} (seed {seed}, lr {lr:g}) failed (exit {returncode}); see {run_dir / 'stdout.log'}")
         return None
     return read_run(run_dir)
 
@@ -195,7 +279,7 @@ def sweep(
     for index, method in enumerate(methods, start=1):
         for lr in grid:
             print(f"[sweep {index}/{len(methods)}] {method} lr {lr:g}", flush=True)
-            run = _run(budget, method, out / "sweep" / f"{method}-lr{lr:g}", device, budget.seed, lr)
+            run = _run(budget, Entry(method), out / "sweep" / f"{method}-lr{lr:g}", device, budget.seed, lr)
             if run is not None and run[0].get("eval_perplexity") is not None:
                 results.setdefault(method, {})[lr] = run[0]["eval_perplexity"]
     with open(out / SWEEP_FILE, "w", newline="", encoding="utf-8") as handle:
@@ -251,8 +335,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--methods",
-        default=",".join(DEFAULT_METHODS),
-        help=f"Comma-separated methods, full-rank first (choices: {', '.join(method_table.METHODS)}).",
+        default=None,
+        help="Comma-separated methods, each optionally at its own rank (galore:rank=24); default: every method of "
+        f"the method table ({', '.join(DEFAULT_METHODS)}) and GaLore at the rank whose optimizer state matches "
+        "LoRA's.",
     )
     parser.add_argument(
         "--learning_rates", default=None, help="method=rate pairs overriding the committed sweep, e.g. full=3e-3."
@@ -268,27 +354,57 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def parse_entries(text: str | None, budget: Budget) -> list[Entry]:
+    """``--methods``: None = :func:`default_entries`; else comma-separated ``method`` / ``method:rank=K``."""
+    if text is None:
+        return default_entries(budget)
+    entries = [Entry.parse(item) for item in text.split(",") if item.strip()]
+    if not entries:
+        raise ValueError(f"--methods {text!r} names no method; choose from {list(method_table.METHODS)}")
+    return entry_order(list(dict.fromkeys(entries)))
+
+
+def unigram_perplexity(train_ds, eval_ds, vocab_size: int, max_tokens: int = 2_000_000) -> float:
+    """Perplexity on the held-out blocks of a unigram model of the training tokens (add-one smoothed counts): what
+    a model that learned nothing but token frequencies scores, scored on the same tokens as the language models
+    (every position of a block but its first)."""
+    import math
+
+    import torch
+
+    counts = torch.ones(vocab_size, dtype=torch.float64)
+    seen = 0
+    for item in train_ds:
+        ids = torch.as_tensor(item["input_ids"])
+        counts += torch.bincount(ids, minlength=vocab_size)[:vocab_size].double()
+        seen += ids.numel()
+        if seen >= max_tokens:
+            break
+    log_p = (counts / counts.sum()).log()
+    total, n = 0.0, 0
+    for item in eval_ds:
+        ids = torch.as_tensor(item["input_ids"])[1:]
+        total -= float(log_p[ids].sum())
+        n += ids.numel()
+    return math.exp(total / n) if n else float("nan")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in method_table.METHODS]
-    if unknown or not methods:
-        raise ValueError(
-            f"--methods {args.methods!r} has unknown method(s) {unknown}; choose from {list(method_table.METHODS)}"
-        )
-    methods = method_order(methods)
     overrides = _parse_rates(args.learning_rates)
     budget = Budget(
         args.budget, args.model, args.vocab_size, args.seq_len, args.batch_size, args.rank, args.seed, args.seeds,
         args.max_eval_tokens, args.max_train_tokens,
     )  # fmt: skip
+    entries = parse_entries(args.methods, budget)
+    methods = list(dict.fromkeys(e.method for e in entries))
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     # Tokenizer and token cache first, so no run pays for them or carries their memory in its peak.
     from . import data
 
-    data.build_datasets(
+    train_ds, eval_ds = data.build_datasets(
         data.get_tokenizer(budget.vocab_size),
         budget.seq_len,
         max_train_tokens=budget.max_train_tokens,
@@ -300,34 +416,63 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plan = learning_rate_plan(methods, budget, overrides)
     print(
-        f"hf-pept compare: {', '.join(methods)} on the {budget.model} model, {budget.max_steps} steps of "
-        f"{budget.batch_size * budget.seq_len:,} tokens, seeds {budget.seed_list}; runs in {out}",
+        f"hf-pept compare: {', '.join(e.label for e in entries)} on the {budget.model} model, {budget.max_steps} "
+        f"steps of {budget.batch_size * budget.seq_len:,} tokens, seeds {budget.seed_list}; runs in {out}",
         flush=True,
     )
-    runs: dict[str, list[tuple[dict, list[dict]]]] = {}
-    for index, method in enumerate(methods, start=1):
-        lr, source = plan[method]
+    runs: dict[Entry, list[tuple[dict, list[dict]]]] = {}
+    for index, entry in enumerate(entries, start=1):
+        lr, source = plan[entry.method]
         for k, seed in enumerate(budget.seed_list):
-            print(f"[{index}/{len(methods)}] {method} (lr {lr:g}, {source}; seed {seed})", flush=True)
-            run = _run(budget, method, out / (method if k == 0 else f"{method}-seed{seed}"), args.device, seed, lr)
+            print(f"[{index}/{len(entries)}] {entry.label} (lr {lr:g}, {source}; seed {seed})", flush=True)
+            folder = out / (entry.folder if k == 0 else f"{entry.folder}-seed{seed}")
+            run = _run(budget, entry, folder, args.device, seed, lr)
             if run is not None:
-                runs.setdefault(method, []).append(run)
+                runs.setdefault(entry, []).append(run)
     if not runs:
         print("hf-pept compare: every run failed", file=sys.stderr)
         return 1
-    rows = add_gaps([method_row(m, [s for s, _ in r], *plan[m]) for m, r in runs.items()])
+    rows = add_gaps(
+        [
+            method_row(e.method, [s for s, _ in r], *plan[e.method], label=e.label, rank_1b=_rank_at_1b(budget, e))
+            for e, r in runs.items()
+        ]
+    )
     summaries = [s for r in runs.values() for s, _ in r]
     hardware = summaries[0].get("hardware", "")
     table = format_table(rows)
     peak_kind = summaries[0].get("peak_memory_kind")
-    text = "\n".join([table, "", *notes(rows, peak_kind, model_line(budget, summaries), rank=budget.rank)])
+    reference = unigram_perplexity(train_ds, eval_ds, budget.vocab_size)
+    lines = notes(rows, peak_kind, model_line(budget, summaries), rank=budget.rank, unigram_perplexity=reference)
+    lines += [f"{e.label}: {_own_rank_note(budget, e)}" for e in runs if e.rank is not None]
+    text = "\n".join([table, "", *lines])
     text += f"\n\n{hardware}; total {time.perf_counter() - started:.0f} s"
     print(f"\n{text}")
     (out / "comparison.txt").write_text(text + "\n", encoding="utf-8")
     write_csv(rows, out / CSV_FILE)
     title = f"{model_line(budget, summaries)} | {hardware}"
-    if plot({m: r[0] for m, r in runs.items()}, rows, out / PLOT_FILE, title):
+    if plot({e.label: r[0] for e, r in runs.items()}, rows, out / PLOT_FILE, title):
         print(f"wrote {out / CSV_FILE} and {out / PLOT_FILE}")
     else:
         print(f"wrote {out / CSV_FILE}; no plot: matplotlib is not installed (pip install 'hf-pept[plot]')")
-    return 0 if all(len(runs.get(m, [])) == budget.seeds for m in methods) else 1
+    return 0 if all(len(runs.get(e, [])) == budget.seeds for e in entries) else 1
+
+
+def _rank_at_1b(budget: Budget, entry: Entry) -> int | None:
+    """An own-rank entry's rank scaled to the 1B model's width (its ratio to the hidden size kept); else None."""
+    if entry.rank is None:
+        return None
+    from .models import MODEL_SIZES, hidden_size
+
+    return max(1, round(entry.rank * MODEL_SIZES["1b"].hidden_size / hidden_size(budget.model)))
+
+
+def _own_rank_note(budget: Budget, entry: Entry) -> str:
+    if entry in default_entries(budget) and entry.method == "galore":
+        return (
+            f"the memory-aligned point: the largest rank whose optimizer state (hf_pept.memory.estimate) is at most "
+            f"LoRA's at the budget's rank; its 1B estimate at rank {_rank_at_1b(budget, entry)}, the same ratio"
+        )
+    return (
+        f"rank {entry.rank} given with --methods; its 1B estimate at rank {_rank_at_1b(budget, entry)}, the same ratio"
+    )

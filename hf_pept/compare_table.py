@@ -14,8 +14,6 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from . import methods as method_table
-
 # (key, title, format); "—" where a value does not apply, "n/a" where it is missing
 COLUMNS = (
     ("method", "method", "{}"),
@@ -39,23 +37,32 @@ def _mean(values: list[float]) -> float | None:
     return statistics.fmean(finite) if finite else None
 
 
-def estimate_1b_gb(method: str) -> float | None:
-    """Weights + gradients + optimizer state + activations of the paper's 1B LLaMA under ``method`` (GB)."""
+def estimate_1b_gb(method: str, rank: int | None = None) -> float | None:
+    """Weights + gradients + optimizer state + activations of the paper's 1B LLaMA under ``method`` (GB), at
+    ``rank`` (None: the method's default, hidden/4 = 512)."""
     from .memory import estimate
 
     try:
-        return estimate(method, model="1b").total / 1e9
+        return estimate(method, model="1b", rank=rank).total / 1e9
     except ValueError:
         return None
 
 
-def method_row(method: str, summaries: list[dict[str, Any]], lr: float, lr_source: str) -> dict[str, Any]:
-    """One method's row over its seeds' summaries."""
+def method_row(
+    method: str,
+    summaries: list[dict[str, Any]],
+    lr: float,
+    lr_source: str,
+    label: str | None = None,
+    rank_1b: int | None = None,
+) -> dict[str, Any]:
+    """One method's row over its seeds' summaries (``label``: its name in the table, default the method's;
+    ``rank_1b``: the rank of its 1B estimate, default the method's)."""
     ppl = [s.get("eval_perplexity") for s in summaries]
     finite = [p for p in ppl if isinstance(p, (int, float)) and math.isfinite(p)]
     first = summaries[0]
     return {
-        "method": method,
+        "method": label or method,
         "lr": lr,
         "learning_rate_source": lr_source,
         "rank": first.get("rank") if first.get("rank") is not None else "—",
@@ -67,7 +74,7 @@ def method_row(method: str, summaries: list[dict[str, Any]], lr: float, lr_sourc
         "optimizer_state_mb": _mean([s.get("optimizer_state_mb") for s in summaries]),
         "peak_memory_mb": _mean([s.get("peak_memory_mb") for s in summaries]),
         "tokens_per_second": _mean([s.get("tokens_per_second") for s in summaries]),
-        "estimate_1b_gb": estimate_1b_gb(method),
+        "estimate_1b_gb": estimate_1b_gb(method, rank_1b),
         "run_dirs": ";".join(str(s.get("run_dir", "")) for s in summaries),
     }
 
@@ -106,10 +113,22 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def notes(rows: list[dict[str, Any]], peak_memory_kind: str | None, model_line: str, rank: int | None = None):
+def notes(
+    rows: list[dict[str, Any]],
+    peak_memory_kind: str | None,
+    model_line: str,
+    rank: int | None = None,
+    unigram_perplexity: float | None = None,
+):
     """The lines printed under the table: what each column that could mislead measures (``rank``: the one given
-    with ``--rank``, None = each method's default)."""
+    with ``--rank``, None = each method's default; ``unigram_perplexity``: the held-out perplexity of token
+    frequencies alone, the floor a trained model must clear)."""
     out = [model_line]
+    if unigram_perplexity is not None and math.isfinite(unigram_perplexity):
+        out.append(
+            f"eval ppl: on held-out files; a unigram model (token frequencies only) scores {unigram_perplexity:.1f} "
+            "there, so a model near that number has learned little beyond them"
+        )
     sources = {r["method"]: r.get("learning_rate_source", "") for r in rows}
     untuned = [m for m, source in sources.items() if source == "method default"]
     given = [m for m, source in sources.items() if source == "given"]
@@ -159,12 +178,6 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow({key: row.get(key) for key in CSV_KEYS})
-
-
-def method_order(names: list[str]) -> list[str]:
-    """Full-rank first, then the method table's order."""
-    table = list(method_table.METHODS)
-    return sorted(names, key=lambda name: (name != "full", table.index(name) if name in table else len(table)))
 
 
 __all__ = ["COLUMNS", "add_gaps", "format_table", "method_row", "notes", "write_csv"]

@@ -125,7 +125,7 @@ class Method:
     option_groups: tuple[type, ...] = ()
     rank_ratio: float | None = None  # default rank = rank_ratio · hidden size; None = not a low-rank method
     learning_rate_by_size: Mapping[str, float] = field(default_factory=dict)  # where a paper tunes per size
-    in_compare: bool = False
+    in_compare: bool = True  # hf-pept compare runs it by default
     make_config: Callable[..., Any] | None = None
     build_model: Callable[..., Any] | None = None
     wrap_model: Callable[..., Any] | None = None
@@ -389,7 +389,7 @@ _GALORE_USAGE = (
 )
 
 
-def _galore(name: str, optim: str, base: str, summary: str, *, layerwise=False, in_compare=False, **extra) -> Method:
+def _galore(name: str, optim: str, base: str, summary: str, *, layerwise=False, in_compare=True, **extra) -> Method:
     fixed = extra.pop("fixed_knobs", {})
     usage_extra = "".join(f",{k}={str(v).lower()}" for k, v in fixed.items())
     return Method(
@@ -463,7 +463,7 @@ _CRNET = Method(
     # CR-Net's own learning rates are not in our sources: CoLA's tuned ones, the closest low-rank architecture
     # trained under the same protocol (our choice).
     learning_rate_by_size=_COLA_LEARNING_RATES,
-    in_compare=False,
+    in_compare=True,
     make_config=crnet_run_config,
     build_model=build_crnet_model,
     unsupported_knobs=("target_modules",),
@@ -610,7 +610,7 @@ _TABLE: tuple[Method, ...] = (
         "CoLA that keeps only each layer's input and its r-dimensional activations A·x for backward and recomputes "
         "the rest: the same model, outputs and gradients with less activation memory.",
         cola_m=True,
-        in_compare=False,
+        in_compare=True,
     ),
     _CRNET,
 )

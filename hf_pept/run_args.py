@@ -75,6 +75,13 @@ class RunArguments:
             "full/lora/relora, 1e-2 GaLore with scale 0.25, CoLA 6e-3 at 60m down to 2e-3 at 1b)."
         },
     )
+    embedding_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Peak learning rate of the input embeddings and the output head alone; empty = --learning_rate. "
+            "For methods trained by the Trainer's own AdamW (not the GaLore family)."
+        },
+    )
     lr_scheduler_type: str = field(
         default="cosine", metadata={"help": "transformers scheduler name (cosine, linear, constant, ...)."}
     )
@@ -152,6 +159,18 @@ class RunArguments:
             raise ValueError(
                 f"learning_rate must be > 0 (or empty for the method's default), got {self.learning_rate}"
             )
+        if self.embedding_learning_rate is not None:
+            if not self.embedding_learning_rate > 0:
+                raise ValueError(
+                    f"embedding_learning_rate must be > 0 (or empty for --learning_rate), got "
+                    f"{self.embedding_learning_rate}"
+                )
+            if self.method_entry.optim_name is not None:
+                takes = [m.name for m in method_table.METHODS.values() if m.optim_name is None]
+                raise ValueError(
+                    f"embedding_learning_rate is not available with --method {self.method} (its optimizer forms its "
+                    f"own parameter groups); methods that take it: {', '.join(takes)}"
+                )
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not 0 <= self.warmup_ratio < 1:

@@ -365,12 +365,18 @@ def _train_in(prepared: PreparedRun, run_dir: Path, resume) -> dict[str, Any]:
     guard = DivergenceGuard(max_bad_steps=run.max_bad_steps, dead_steps=run.dead_steps)
     preemption = PreemptionCallback()
     checkpoints = CheckpointCallback(run.save_total_limit or None, healthy=guard.healthy)  # last: sees every flag
-    trainer = Trainer(
+    trainer_class, extra = Trainer, {}
+    if run.embedding_learning_rate is not None:
+        from .embedding_lr import EmbeddingLearningRateTrainer
+
+        trainer_class, extra = EmbeddingLearningRateTrainer, {"embedding_learning_rate": run.embedding_learning_rate}
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         callbacks=[metrics, StopFileCallback(run_dir), preemption, guard, checkpoints],
+        **extra,
     )
     trained_params = models.count_parameters(trainer.model, trainable_only=True)
     print(
@@ -390,6 +396,7 @@ def _train_in(prepared: PreparedRun, run_dir: Path, resume) -> dict[str, Any]:
         "rank": prepared.rank,
         "seed": run.seed,
         "learning_rate": run.peak_learning_rate,
+        "embedding_learning_rate": run.embedding_learning_rate,
         "dataset": corpus.name,
         "status": status,
         "total_params": total_params,

@@ -7,6 +7,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 from hf_pept import compare, compare_table, run_args
 
@@ -94,37 +95,63 @@ def test_bad_methods_are_refused():
         compare.Budget(seeds=0)
 
 
-TINY = ["--budget", "0.03", "--model", "tiny", "--vocab_size", "300", "--seq_len", "32", "--rank", "8"]
+TINY = ["--budget", "0.015", "--model", "tiny", "--vocab_size", "300", "--seq_len", "32", "--rank", "8"]
 TINY += ["--max_train_tokens", "4096", "--max_eval_tokens", "256", "--device", "cpu"]
+TINY_BUDGET = compare.Budget(0.015, "tiny", 300, 32, 8, 8, max_eval_tokens=256, max_train_tokens=4096)
 
 
-def test_a_whole_tiny_comparison_over_two_seeds(tmp_path, monkeypatch):
-    """Every compared method runs in-process (the CLI's main instead of a subprocess) on a 6-step budget."""
+def _compare_in_process(tmp_path, monkeypatch, *argv):
+    """``hf-pept compare`` with the CLI's main instead of a subprocess per run; the CSV's rows by label."""
     from hf_pept.cli import main
 
     monkeypatch.setenv("HF_PEPT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(compare, "run_train", main)
     out = tmp_path / "compare"
-    assert compare.main([*TINY, "--seeds", "2", "--output_dir", str(out)]) == 0
+    assert compare.main([*TINY, *argv, "--output_dir", str(out)]) == 0
     with open(out / compare.CSV_FILE, newline="") as handle:
-        rows = {row["method"]: row for row in csv.DictReader(handle)}
-    assert list(rows) == list(compare.DEFAULT_METHODS)
-    for method, row in rows.items():
-        first = json.loads((out / method / "summary.json").read_text())
-        second = json.loads((out / f"{method}-seed43" / "summary.json").read_text())
-        assert (first["seed"], second["seed"], first["steps"], row["seeds"]) == (42, 43, 6, "42,43")
-        mean = (first["eval_perplexity"] + second["eval_perplexity"]) / 2
-        assert float(row["eval_perplexity"]) == pytest.approx(mean)
-        assert float(row["lr"]) == first["learning_rate"]
+        return out, {row["method"]: row for row in csv.DictReader(handle)}
+
+
+def test_a_whole_tiny_comparison_runs_every_method_and_the_memory_aligned_point(tmp_path, monkeypatch):
+    """Every entry of the default comparison on a 6-step budget."""
+    out, rows = _compare_in_process(tmp_path, monkeypatch)
+    entries = compare.default_entries(TINY_BUDGET)
+    assert list(rows) == [e.label for e in entries]
+    assert {e.method for e in entries} == set(compare.DEFAULT_METHODS)
+    aligned = [e for e in entries if e.rank is not None]
+    assert [e.method for e in aligned] == ["galore"] and aligned[0].rank > 8  # LoRA's state holds a higher rank
+    assert entries.index(aligned[0]) == entries.index(compare.Entry("galore")) + 1
+    for entry in entries:
+        row = rows[entry.label]
+        summary = json.loads((out / entry.folder / "summary.json").read_text())
+        assert summary["rank"] == (entry.rank or (None if entry.method == "full" else 8))
+        assert (summary["seed"], summary["steps"], row["seeds"]) == (42, 6, "42")
+        assert float(row["lr"]) == summary["learning_rate"]
+        assert float(row["eval_perplexity"]) == pytest.approx(summary["eval_perplexity"])
     full = float(rows["full"]["eval_perplexity"])
-    assert rows["full"]["gap_to_full_pct"] == "—"
+    assert rows["full"]["gap_to_full_pct"] == "—" and math.isfinite(full)
     assert float(rows["galore"]["gap_to_full_pct"]) == pytest.approx(
         100 * (float(rows["galore"]["eval_perplexity"]) - full) / full
     )
     merges = [json.loads(line) for line in (out / "relora" / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("event") == "relora_merge" for r in merges)
     assert (out / compare.PLOT_FILE).stat().st_size > 0
-    assert "seeds [42, 43]" in (out / "comparison.txt").read_text() and math.isfinite(full)
+    text = (out / "comparison.txt").read_text()
+    assert "a unigram model (token frequencies only) scores" in text and "the memory-aligned point" in text
+
+
+def test_two_seeds_are_averaged_with_their_spread(tmp_path, monkeypatch):
+    out, rows = _compare_in_process(tmp_path, monkeypatch, "--methods", "full,galore:rank=12", "--seeds", "2")
+    assert list(rows) == ["full", "galore:rank=12"]
+    for folder, label in (("full", "full"), ("galore-rank12", "galore:rank=12")):
+        first = json.loads((out / folder / "summary.json").read_text())
+        second = json.loads((out / f"{folder}-seed43" / "summary.json").read_text())
+        assert (first["seed"], second["seed"], rows[label]["seeds"]) == (42, 43, "42,43")
+        ppl = [first["eval_perplexity"], second["eval_perplexity"]]
+        assert float(rows[label]["eval_perplexity"]) == pytest.approx(sum(ppl) / 2)
+        assert float(rows[label]["eval_perplexity_sd"]) == pytest.approx(abs(ppl[0] - ppl[1]) / math.sqrt(2))
+    assert "seeds [42, 43]" in (out / "comparison.txt").read_text()
+    assert "rank 12 given with --methods" in (out / "comparison.txt").read_text()
 
 
 def test_a_sweep_writes_every_rate_and_the_best_per_method(tmp_path, monkeypatch):
@@ -134,7 +161,7 @@ def test_a_sweep_writes_every_rate_and_the_best_per_method(tmp_path, monkeypatch
     monkeypatch.setattr(compare, "run_train", main)
     monkeypatch.setattr(compare, "SWEEP_GRID", (1e-3, 3e-2))
     out = tmp_path / "sweep"
-    budget = compare.Budget(0.03, "tiny", 300, 32, 8, 8, max_eval_tokens=256, max_train_tokens=4096)
+    budget = TINY_BUDGET
     best = compare.sweep(budget, ["full", "galore"], out, "cpu", grid=(1e-3, 3e-2))
     with open(out / compare.SWEEP_FILE, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -159,3 +186,38 @@ def test_the_committed_sweep_matches_the_default_budget_and_names_every_compared
     assert all(lr in saved["grid"] for lr in saved["learning_rates"].values())
     plan = compare.learning_rate_plan(list(compare.DEFAULT_METHODS), compare.Budget(), {})
     assert {source for _, source in plan.values()} == {"sweep"}
+
+
+def test_the_memory_aligned_rank_is_the_largest_whose_state_fits_in_loras():
+    """GaLore's Adam state on an m×n weight (m ≤ n) at rank r: moments 2·r·n and projector m·r; LoRA's at rank
+    r₀: moments 2·r₀·(m + n) (plus the embeddings and head, full Adam under both). Written out for the tiny model."""
+    budget = compare.Budget()
+    hidden, inter, layers, r0 = 64, 176, 2, 16
+    shapes = [(hidden, hidden)] * 4 + [(inter, hidden)] * 2 + [(hidden, inter)]  # q k v o, gate up, down
+
+    def galore(r):
+        return sum(2 * r * max(m, n) + min(m, n) * r for m, n in shapes) * layers
+
+    lora = sum(2 * r0 * (m + n) for m, n in shapes) * layers
+    expected = max(r for r in range(1, hidden + 1) if galore(r) <= lora)
+    assert compare.state_matched_rank(budget) == expected
+    assert compare.Entry("galore", expected) in compare.default_entries(budget)
+
+
+def test_entries_parse_own_ranks_and_refuse_bad_ones_naming_the_value():
+    entries = compare.parse_entries("galore:rank=24,lora,full", compare.Budget())
+    assert [e.label for e in entries] == ["full", "lora", "galore:rank=24"]
+    argv = compare.Budget().argv("galore", "out", "cpu", rank=24)
+    assert argv[argv.index("--rank") + 1] == "24" and argv.count("--rank") == 1
+    for bad, match in (("galore:rnk=2", "galore:rnk=2"), ("full:rank=3", "full:rank=3"), ("dora", "'dora'")):
+        with pytest.raises(ValueError, match=match):
+            compare.parse_entries(bad, compare.Budget())
+
+
+def test_the_unigram_reference_is_the_frequency_model_written_out():
+    train = [{"input_ids": torch.tensor([0, 1, 1, 2])}, {"input_ids": torch.tensor([1, 1])}]
+    held_out = [{"input_ids": torch.tensor([3, 1, 0])}]
+    counts = [1 + 1, 1 + 4, 1 + 1, 1 + 0]  # add-one over a vocabulary of 4
+    p = [c / sum(counts) for c in counts]
+    expected = math.exp(-(math.log(p[1]) + math.log(p[0])) / 2)  # the first token of a block is not scored
+    assert compare.unigram_perplexity(train, held_out, 4) == pytest.approx(expected)
