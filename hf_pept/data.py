@@ -453,12 +453,21 @@ def tokenize_batch(batch: dict[str, list], tokenizer) -> dict[str, list[list[int
     return {"input_ids": [encoding.ids + [eos] for encoding in encodings]}
 
 
-def pack_batch(batch: dict[str, list], seq_len: int) -> dict[str, list[list[int]]]:
-    """The token ids of a batch of documents, concatenated and cut into blocks of ``seq_len`` (the tail shorter
-    than a block is dropped). ``labels`` equal the inputs: causal-LM models shift them by one inside the loss."""
-    tokens = [token for ids in batch["input_ids"] for token in ids]
-    blocks = [tokens[start : start + seq_len] for start in range(0, len(tokens) - seq_len + 1, seq_len)]
-    return {"input_ids": blocks, "labels": [list(block) for block in blocks]}
+def pack_table(table, seq_len: int):
+    """The token ids of a batch of documents (an Arrow table), concatenated and cut into blocks of ``seq_len`` (the
+    tail shorter than a block is dropped), as an Arrow table of ``input_ids`` and ``labels``: labels equal the
+    inputs, causal-LM models shift them by one inside the loss. Arrow end to end, so no token becomes a Python int.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    tokens = pc.list_flatten(table["input_ids"])
+    tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
+    count = len(tokens) // seq_len
+    offsets = pa.array(np.arange(0, count * seq_len + 1, seq_len, dtype=np.int32))
+    blocks = pa.ListArray.from_arrays(offsets, tokens.slice(0, count * seq_len).cast(pa.int32()))
+    return pa.table({"input_ids": blocks, "labels": blocks})
 
 
 def _check_seq_len(seq_len) -> None:
@@ -492,8 +501,8 @@ def tokenize_and_pack(documents, tokenizer, seq_len: int, num_proc: int | None =
         new_fingerprint=_derived_fingerprint("tokenize", documents._fingerprint, tokenizer_id),
         desc=f"Tokenizing {description}",
     )
-    return tokens.map(
-        functools.partial(pack_batch, seq_len=seq_len),
+    return tokens.with_format("arrow").map(
+        functools.partial(pack_table, seq_len=seq_len),
         batched=True,
         batch_size=PACK_BATCH_DOCUMENTS,
         remove_columns=tokens.column_names,
@@ -604,12 +613,11 @@ def stream_blocks(documents, tokenizer, seq_len: int, max_tokens: int | None = N
     tokens = documents.map(
         functools.partial(tokenize_batch, tokenizer=tokenizer), batched=True, remove_columns=["text"]
     )
-    blocks = tokens.map(
-        functools.partial(pack_batch, seq_len=seq_len),
-        batched=True,
-        batch_size=STREAM_PACK_BATCH_DOCUMENTS,
-        remove_columns=["input_ids"],
+    # An Arrow-formatted map's output table replaces the batch (no remove_columns: it would drop the new columns).
+    blocks = tokens.with_format("arrow").map(
+        functools.partial(pack_table, seq_len=seq_len), batched=True, batch_size=STREAM_PACK_BATCH_DOCUMENTS
     )
+    blocks = blocks.with_format(None)
     blocks = blocks.take(max_tokens // seq_len) if max_tokens is not None else blocks
     if world_size is not None and world_size > 1:
         from datasets.distributed import split_dataset_by_node

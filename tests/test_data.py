@@ -138,14 +138,14 @@ def test_tokenization_is_cached_by_fingerprint_and_num_proc_does_not_change_bloc
     def fail(*args, **kwargs):
         raise AssertionError("tokenized again although cached")
 
-    pack = data.pack_batch
+    pack = data.pack_table
     monkeypatch.setattr(data, "tokenize_batch", fail)
-    monkeypatch.setattr(data, "pack_batch", fail)
+    monkeypatch.setattr(data, "pack_table", fail)
     again, _ = data.build_datasets(tokenizer, 16, dataset=str(path), cache_dir=cache)
     assert torch.equal(again[:]["input_ids"], first[:]["input_ids"])
     with pytest.raises(AssertionError, match="tokenized again"):  # a new seq_len is packed anew...
         data.build_datasets(tokenizer, 8, dataset=str(path), cache_dir=cache)
-    monkeypatch.setattr(data, "pack_batch", pack)
+    monkeypatch.setattr(data, "pack_table", pack)
     _write_jsonl(path, _texts(300, seed=1))  # ... and so is a changed file
     with pytest.raises(AssertionError, match="tokenized again"):
         data.build_datasets(tokenizer, 16, dataset=str(path), cache_dir=cache)
