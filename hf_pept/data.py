@@ -246,9 +246,31 @@ def check_dataset(dataset: str) -> None:
         )
 
 
+def _hub_unreachable() -> str | None:
+    """Why the hub cannot be reached (its host name does not resolve), or None: checked once, so that a machine
+    with no network fails at once instead of after the hub client's retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or constants.ENDPOINT
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as err:
+        return f"{host} does not resolve: {err}"
+    return None
+
+
 def _load_hub(name: str, text_field: str, streaming: bool, cache_dir):
     import datasets
 
+    unreachable = _hub_unreachable()
+    if unreachable:
+        raise ValueError(
+            f"Hub dataset {name!r} needs the network, which this machine lacks ({unreachable}); pass a local file or "
+            "folder"
+        )
     repo, _, config = name.partition(":")
     try:
         ds = datasets.load_dataset(

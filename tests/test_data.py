@@ -204,7 +204,20 @@ def test_bad_inputs_are_one_line_errors_before_work(tmp_path, tokenizer, monkeyp
 
 
 def test_a_hub_name_without_network_is_one_line(monkeypatch):
+    import socket
+
     import datasets
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(
+        ValueError, match=r"needs the network, which this machine lacks \(huggingface.co does not"
+    ) as e:
+        data.load_corpus("someone/some-hub-dataset", streaming=True)
+    assert "\n" not in str(e.value)
+    monkeypatch.setattr(data, "_hub_unreachable", lambda: None)  # resolves, but the hub does not answer
 
     def no_network(*args, **kwargs):
         raise ConnectionError("Couldn't reach 'someone/some-hub-dataset' on the Hub (LocalEntryNotFoundError)\nmore")
