@@ -301,11 +301,10 @@ def _split_single_document(ds):
     return datasets.Dataset.from_dict({"text": [text[:cut]]}), datasets.Dataset.from_dict({"text": [text[cut:]]})
 
 
-def _stream_fingerprint(name: str, path: Path | None) -> str:
-    """A stream's fingerprint: its name and, for local files, their sizes and modification times."""
+def _stream_fingerprint(name: str, files: list[Path]) -> str:
+    """A stream's fingerprint: its name and its local files' sizes and modification times (none for a hub name)."""
     digest = hashlib.sha256(f"{_CACHE_FORMAT}|stream|{name}".encode())
-    if path is not None:
-        digest.update(json.dumps(_file_stats(_local_files(path))).encode())
+    digest.update(json.dumps(_file_stats(files)).encode())
     return digest.hexdigest()[:16]
 
 
@@ -334,7 +333,8 @@ def load_corpus(
         name = dataset
     ds = ds.filter(_nonempty, batched=True)
     if streaming:
-        return _split_stream(ds, name, _stream_fingerprint(name, path), stream_eval_documents)
+        files = builtin_files() if dataset == BUILTIN else _local_files(path) if path is not None else []
+        return _split_stream(ds, name, _stream_fingerprint(name, files), stream_eval_documents)
     if len(ds) == 0:
         raise ValueError(f"Dataset {dataset!r} holds no text")
     if len(ds) == 1:
@@ -607,14 +607,12 @@ def build_datasets(
     eval_ds = _blocks_for_tokens(corpus.eval, tokenizer, seq_len, max_eval_tokens, num_proc, "held-out documents")
     _check_blocks(eval_ds, "held-out", corpus, seq_len)
     if corpus.streaming:
-        train_ds = TokenBlockStream(
-            functools.partial(
-                stream_blocks, corpus.train, tokenizer, seq_len, max_train_tokens, rank=rank, world_size=world_size
-            ),
-            seq_len,
-            seed=seed,
-            shuffle_buffer=shuffle_buffer,
+        make_blocks = functools.partial(
+            stream_blocks, corpus.train, tokenizer, seq_len, max_train_tokens, rank=rank, world_size=world_size
         )
+        if next(iter(make_blocks()), None) is None:  # reads only up to the first block
+            _check_blocks([], "training", corpus, seq_len)
+        train_ds = TokenBlockStream(make_blocks, seq_len, seed=seed, shuffle_buffer=shuffle_buffer)
     else:
         train_ds = _blocks_for_tokens(
             corpus.train, tokenizer, seq_len, max_train_tokens, num_proc, "training documents"

@@ -360,3 +360,17 @@ def test_hf_pept_train_streaming_resumes_on_the_uninterrupted_loss_curve(cache_d
     assert [resumed[step] for step in (4, 5, 6)] == [whole[step] for step in (4, 5, 6)]
     with pytest.raises(ValueError, match="holds no stream_state.pt"):
         data.restore_stream_state(None, tmp_path)
+
+
+def test_a_stream_too_short_for_its_splits_is_a_clear_error(tokenizer, tmp_path):
+    long, short = "alpha beta gamma delta " * 40, "a"
+    path = _write_jsonl(tmp_path / "corpus.jsonl", [long] * 20 + [short] * 5)
+    corpus = data.load_corpus(str(path), streaming=True, stream_eval_documents=20)
+    with pytest.raises(ValueError, match="training split .* holds less than one block of seq_len=64"):
+        data.build_datasets(tokenizer, 64, dataset=corpus, streaming=True)
+    with pytest.raises(ValueError, match="holds only 20 documents, all taken by the held-out split"):
+        data.load_corpus(
+            str(_write_jsonl(tmp_path / "short.jsonl", [long] * 20)), streaming=True, stream_eval_documents=20
+        )
+    with pytest.raises(ValueError, match="needs a streamed corpus"):
+        data.build_datasets(tokenizer, 64, dataset=data.load_corpus(str(path)), streaming=True)
