@@ -594,7 +594,8 @@ def build_datasets(
 
     With ``streaming``, ``train_ds`` is a :class:`TokenBlockStream` (tokenized and packed on the fly, shuffled in a
     buffer of ``shuffle_buffer`` blocks seeded by ``seed``, repeated pass after pass); with ``world_size > 1`` each
-    ``rank`` streams its own share of the documents (``datasets.distributed.split_dataset_by_node``).
+    ``rank`` streams its own share of the blocks (see :func:`stream_blocks`). A ``Trainer`` needs neither: under
+    DDP its main process reads the stream and dispatches every rank's batches.
 
     Raises ValueError when a split holds less than one block.
     """
