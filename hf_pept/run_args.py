@@ -18,7 +18,7 @@ from typing import Any, Literal
 from . import methods as method_table
 from .cola.arguments import CoLAArguments
 from .crnet.arguments import CRNetArguments
-from .data import check_dataset
+from .data import STREAM_EVAL_DOCUMENTS, check_dataset
 from .galore.arguments import GaLoreArguments
 from .knobs import LLAMA_LINEAR_MODULES, AdapterArguments, LowRankArguments
 from .knobs import check_positive_int as _positive_int
@@ -49,11 +49,21 @@ class RunArguments:
     dataset: str = field(
         default="builtin",
         metadata={
-            "help": "Corpus: 'builtin' (the Python standard library's sources, no download), a local .txt/.jsonl "
-            "file or folder, or a Hugging Face hub dataset 'repo[:config]' (needs `datasets`)."
+            "help": "Corpus: 'builtin' (the Python standard library's sources, no download), a local "
+            ".txt/.jsonl/.json/.parquet file or folder, or a Hugging Face hub dataset 'owner/name[:config]'."
         },
     )
-    text_field: str = field(default="text", metadata={"help": "Field holding the text in .jsonl / hub records."})
+    text_field: str = field(
+        default="text", metadata={"help": "Field holding the text in .jsonl / .json / .parquet / hub records."}
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Stream the corpus (a hub dataset or a large local one): tokenize and pack on the fly in a "
+            f"seeded shuffle buffer; the first {STREAM_EVAL_DOCUMENTS} documents are held out; a resumed run "
+            "continues the stream exactly."
+        },
+    )
     tokenizer: str | None = field(
         default=None,
         metadata={

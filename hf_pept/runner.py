@@ -147,6 +147,8 @@ def training_arguments(prepared: PreparedRun, run_dir: Path, device: str, bf16: 
         "use_cpu": device == "cpu",
         "report_to": [],
         "dataloader_num_workers": 0,
+        # A stream resumes from the state saved in the checkpoint, not by re-reading the batches already trained on.
+        "ignore_data_skip": run.streaming,
     }
     if run.gradient_checkpointing:
         kwargs["gradient_checkpointing"] = True
@@ -229,7 +231,7 @@ def _set_aside_earlier_checkpoints(run_dir: Path) -> None:
 
 def _load_data(run: RunArguments):
     """``(corpus, tokenizer, train_ds, eval_ds)`` of the run."""
-    corpus = data.load_corpus(run.dataset, run.text_field)
+    corpus = data.load_corpus(run.dataset, run.text_field, streaming=run.streaming)
     if run.tokenizer:
         tokenizer = data.load_tokenizer(run.tokenizer)
     else:
@@ -240,10 +242,13 @@ def _load_data(run: RunArguments):
         dataset=corpus,
         max_train_tokens=run.max_train_tokens,
         max_eval_tokens=run.max_eval_tokens,
+        streaming=run.streaming,
+        seed=run.seed,
     )
+    training = "streamed training tokens" if run.streaming else f"{len(train_ds) * run.seq_len:,} training tokens"
     print(
-        f"data: {corpus.name}; {train_ds.num_tokens:,} training tokens, {eval_ds.num_tokens:,} held-out tokens "
-        f"in blocks of {run.seq_len}; vocabulary {len(tokenizer):,}"
+        f"data: {corpus.name}; {training}, {len(eval_ds) * run.seq_len:,} held-out tokens in blocks of "
+        f"{run.seq_len}; vocabulary {len(tokenizer):,}"
     )
     return corpus, tokenizer, train_ds, eval_ds
 
@@ -365,18 +370,18 @@ def _train_in(prepared: PreparedRun, run_dir: Path, resume) -> dict[str, Any]:
     guard = DivergenceGuard(max_bad_steps=run.max_bad_steps, dead_steps=run.dead_steps)
     preemption = PreemptionCallback()
     checkpoints = CheckpointCallback(run.save_total_limit or None, healthy=guard.healthy)  # last: sees every flag
+    callbacks = [metrics, StopFileCallback(run_dir), preemption, guard, checkpoints]
+    if run.streaming:  # its state file must be in the checkpoint before the completion mark
+        callbacks.insert(-1, data.StreamStateCallback(train_ds))
+        if resume:
+            data.restore_stream_state(train_ds, resume)
     trainer_class, extra = Trainer, {}
     if run.embedding_learning_rate is not None:
         from .embedding_lr import EmbeddingLearningRateTrainer
 
         trainer_class, extra = EmbeddingLearningRateTrainer, {"embedding_learning_rate": run.embedding_learning_rate}
     trainer = trainer_class(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        callbacks=[metrics, StopFileCallback(run_dir), preemption, guard, checkpoints],
-        **extra,
+        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, callbacks=callbacks, **extra
     )
     trained_params = models.count_parameters(trainer.model, trainable_only=True)
     print(

@@ -151,3 +151,56 @@ def test_resumed_run_continues_the_same_records(tmp_path):
     resumed = run(interrupted, 6, resume=str(interrupted / "checkpoint-3"))
     assert [s for s, _ in resumed] == [1, 2, 3, 4, 5, 6]
     assert [loss for _, loss in resumed] == pytest.approx([loss for _, loss in straight], rel=1e-5)
+
+
+def _reference_perplexities(model_dir, sequences):
+    """Per-text perplexity as evaluate's perplexity metric documents it, written independently: the model loaded
+    from its folder, logits of each text, exp(mean over its predicted tokens of -log_softmax[next token]) (no start
+    token added, no padding: one text per forward pass)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    out = []
+    with torch.no_grad():
+        for ids in sequences:
+            logits = model(input_ids=torch.tensor([ids])).logits[0].double()
+            log_probs = torch.log_softmax(logits[:-1], dim=-1)
+            nll = -log_probs.gather(1, torch.tensor(ids[1:])[:, None]).squeeze(1)
+            out.append(math.exp(nll.mean().item()))
+    return out
+
+
+def test_perplexity_matches_an_independent_per_text_computation_on_a_saved_model(tmp_path):
+    """Our perplexity (of the Trainer's eval_loss) per text and over packed held-out blocks, against the reference
+    above within 1e-5 relative (float32 logits)."""
+    import datasets
+
+    from hf_pept import data
+
+    texts = [f"def f{i}(x):\n    return x * {i} + {i % 7}\n" * (1 + i % 4) for i in range(60)]
+    tokenizer = data.train_bpe_tokenizer(texts, 300)
+    model_dir = tmp_path / "model"
+    build_llama("tiny", len(tokenizer), max_position_embeddings=128, seed=0).save_pretrained(model_dir)
+    from transformers import AutoModelForCausalLM
+
+    trainer = Trainer(
+        model=AutoModelForCausalLM.from_pretrained(model_dir), args=_args(tmp_path, per_device_eval_batch_size=4)
+    )
+
+    sequences = [tokenizer(text)["input_ids"] for text in texts[:5]]  # different lengths
+    ours = []
+    for ids in sequences:
+        one = datasets.Dataset.from_dict({"input_ids": [ids], "labels": [ids]}).with_format("torch")
+        ours.append(perplexity(trainer.evaluate(eval_dataset=one)["eval_loss"]))
+    reference = _reference_perplexities(model_dir, sequences)
+    assert ours == pytest.approx(reference, rel=1e-5)
+    assert len(set(round(p, 3) for p in reference)) == len(reference)  # the texts differ: the check can fail
+
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
+    _, held_out = data.build_datasets(tokenizer, 32, dataset=str(path), cache_dir=tmp_path / "cache")
+    blocks = held_out[:]["input_ids"].tolist()
+    assert len(blocks) > 1
+    per_block_nll = [math.log(p) for p in _reference_perplexities(model_dir, blocks)]
+    expected = math.exp(sum(per_block_nll) / len(per_block_nll))  # equal-length blocks: the mean token NLL
+    assert perplexity(trainer.evaluate(eval_dataset=held_out)["eval_loss"]) == pytest.approx(expected, rel=1e-5)
