@@ -200,9 +200,11 @@ def _cli() -> list[str]:
     return [sys.executable, "-c", "import sys; from hf_pept.cli import main; sys.exit(main())"]
 
 
-def run_train(argv: list[str]) -> int:
-    """``hf-pept <argv>`` in a fresh process (its peak memory is its own); the exit status."""
-    return subprocess.run([*_cli(), *argv], env={**os.environ}).returncode
+def run_train(argv: list[str], threads: int | None = None) -> int:
+    """``hf-pept <argv>`` in a fresh process (its peak memory is its own); the exit status. ``threads``: the
+    process's CPU threads (``OMP_NUM_THREADS``) when several runs share the machine."""
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    return subprocess.run([*_cli(), *argv], env=env).returncode
 
 
 def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -254,10 +256,39 @@ def _parse_rates(text: str | None) -> dict[str, float]:
     return rates
 
 
-def _run(budget: Budget, entry: Entry, run_dir: Path, device: str, seed: int, lr: float) -> tuple | None:
+@dataclass(frozen=True)
+class Task:
+    """One run of a comparison or sweep."""
+
+    entry: Entry
+    run_dir: Path
+    seed: int
+    lr: float
+    title: str  # what the progress line says
+
+
+def run_tasks(budget: Budget, tasks: list[Task], device: str, jobs: int = 1) -> list[tuple | None]:
+    """Every task's run (None where it failed), in order; ``jobs`` > 1 runs that many processes at once, each with
+    an equal share of the CPU cores as its threads (on 2 cores small models train faster as two 1-thread runs than
+    one after the other at 2 threads; tokens/s then measures a shared machine)."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"--jobs must be an integer >= 1, got {jobs!r}")
+    if jobs == 1:
+        return [_run(budget, task, device) for task in tasks]
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(lambda task: _run(budget, task, device, threads), tasks))
+
+
+def _run(budget: Budget, task: Task, device: str, threads: int | None = None) -> tuple | None:
+    entry, run_dir, seed, lr = task.entry, task.run_dir, task.seed, task.lr
+    print(task.title, flush=True)
     if run_dir.is_dir():  # the comparison's own folder of an earlier comparison: replaced, not mixed with it
         shutil.rmtree(run_dir)
-    returncode = run_train(budget.argv(entry.method, run_dir, device, seed=seed, lr=lr, rank=entry.rank))
+    argv = budget.argv(entry.method, run_dir, device, seed=seed, lr=lr, rank=entry.rank)
+    returncode = run_train(argv) if threads is None else run_train(argv, threads=threads)
     if returncode != 0:
         print(f"  {entry.label} (seed {seed}, lr {lr:g}) failed (exit {returncode}); see {run_dir / 'stdout.log'}")
         return None
@@ -271,17 +302,20 @@ def sweep(
     device: str,
     grid=SWEEP_GRID,
     command: str = "hf-pept compare --sweep",
+    jobs: int = 1,
 ) -> dict[str, float]:
     """Every method at every rate of ``grid`` (first seed); writes ``lr_sweep.csv`` and ``lr_defaults.json``."""
     import csv
 
+    tasks = [
+        Task(Entry(m), out / "sweep" / f"{m}-lr{lr:g}", budget.seed, lr, f"[sweep {i}/{len(methods)}] {m} lr {lr:g}")
+        for i, m in enumerate(methods, start=1)
+        for lr in grid
+    ]
     results: dict[str, dict[float, float]] = {}
-    for index, method in enumerate(methods, start=1):
-        for lr in grid:
-            print(f"[sweep {index}/{len(methods)}] {method} lr {lr:g}", flush=True)
-            run = _run(budget, Entry(method), out / "sweep" / f"{method}-lr{lr:g}", device, budget.seed, lr)
-            if run is not None and run[0].get("eval_perplexity") is not None:
-                results.setdefault(method, {})[lr] = run[0]["eval_perplexity"]
+    for task, run in zip(tasks, run_tasks(budget, tasks, device, jobs)):
+        if run is not None and run[0].get("eval_perplexity") is not None:
+            results.setdefault(task.entry.method, {})[task.lr] = run[0]["eval_perplexity"]
     with open(out / SWEEP_FILE, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["method", "lr", "eval_perplexity", "best"])
@@ -350,6 +384,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max_train_tokens", type=int, default=None, help="Train on the first N tokens only (default: all)."
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="Where to train.")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="Runs at once, each with an equal share of the CPU threads (default 1: tokens/s of an unshared machine).",
+    )
     parser.add_argument("--output_dir", default="runs/compare", help="Folder of the runs, CSV and plot.")
     return parser.parse_args(argv)
 
@@ -391,6 +431,8 @@ def unigram_perplexity(train_ds, eval_ds, vocab_size: int, max_tokens: int = 2_0
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be an integer >= 1, got {args.jobs}")
     overrides = _parse_rates(args.learning_rates)
     budget = Budget(
         args.budget, args.model, args.vocab_size, args.seq_len, args.batch_size, args.rank, args.seed, args.seeds,
@@ -412,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.sweep:
         given = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("compare", "--sweep")]
-        sweep(budget, methods, out, args.device, command=" ".join(["hf-pept compare --sweep", *given]))
+        command = " ".join(["hf-pept compare --sweep", *given])
+        sweep(budget, methods, out, args.device, command=command, jobs=args.jobs)
         return 0
     plan = learning_rate_plan(methods, budget, overrides)
     print(
@@ -420,15 +463,17 @@ def main(argv: list[str] | None = None) -> int:
         f"steps of {budget.batch_size * budget.seq_len:,} tokens, seeds {budget.seed_list}; runs in {out}",
         flush=True,
     )
-    runs: dict[Entry, list[tuple[dict, list[dict]]]] = {}
+    tasks = []
     for index, entry in enumerate(entries, start=1):
         lr, source = plan[entry.method]
         for k, seed in enumerate(budget.seed_list):
-            print(f"[{index}/{len(entries)}] {entry.label} (lr {lr:g}, {source}; seed {seed})", flush=True)
             folder = out / (entry.folder if k == 0 else f"{entry.folder}-seed{seed}")
-            run = _run(budget, entry, folder, args.device, seed, lr)
-            if run is not None:
-                runs.setdefault(entry, []).append(run)
+            title = f"[{index}/{len(entries)}] {entry.label} (lr {lr:g}, {source}; seed {seed})"
+            tasks.append(Task(entry, folder, seed, lr, title))
+    runs: dict[Entry, list[tuple[dict, list[dict]]]] = {}
+    for task, run in zip(tasks, run_tasks(budget, tasks, args.device, args.jobs)):
+        if run is not None:
+            runs.setdefault(task.entry, []).append(run)
     if not runs:
         print("hf-pept compare: every run failed", file=sys.stderr)
         return 1
@@ -444,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     peak_kind = summaries[0].get("peak_memory_kind")
     reference = unigram_perplexity(train_ds, eval_ds, budget.vocab_size)
     lines = notes(rows, peak_kind, model_line(budget, summaries), rank=budget.rank, unigram_perplexity=reference)
+    if args.jobs > 1:
+        lines.append(f"tokens/s and peak mem: {args.jobs} runs at a time (--jobs), each on a share of the cores")
     lines += [f"{e.label}: {_own_rank_note(budget, e)}" for e in runs if e.rank is not None]
     text = "\n".join([table, "", *lines])
     text += f"\n\n{hardware}; total {time.perf_counter() - started:.0f} s"

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -221,3 +222,24 @@ def test_the_unigram_reference_is_the_frequency_model_written_out():
     p = [c / sum(counts) for c in counts]
     expected = math.exp(-(math.log(p[1]) + math.log(p[0])) / 2)  # the first token of a block is not scored
     assert compare.unigram_perplexity(train, held_out, 4) == pytest.approx(expected)
+
+
+def test_jobs_run_at_once_each_on_a_share_of_the_cores(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run_train(argv, threads=None):
+        run_dir = Path(argv[argv.index("--output_dir") + 1])
+        calls.append((argv[argv.index("--seed") + 1], threads))
+        run_dir.mkdir(parents=True)
+        (run_dir / "summary.json").write_text(json.dumps({"eval_perplexity": 1.0}))
+        (run_dir / "metrics.jsonl").write_text("")
+        return 0
+
+    monkeypatch.setattr(compare, "run_train", fake_run_train)
+    monkeypatch.setattr(compare.os, "cpu_count", lambda: 4)
+    tasks = [compare.Task(compare.Entry("full"), tmp_path / str(s), s, 1e-3, f"seed {s}") for s in range(4)]
+    runs = compare.run_tasks(compare.Budget(), tasks, "cpu", jobs=2)
+    assert [r[0]["run_dir"] for r in runs] == [str(t.run_dir) for t in tasks]  # results in the tasks' order
+    assert sorted(calls) == [(str(s), 2) for s in range(4)]
+    with pytest.raises(ValueError, match="--jobs must be an integer >= 1, got 0"):
+        compare.run_tasks(compare.Budget(), tasks, "cpu", jobs=0)
