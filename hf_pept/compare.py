@@ -1,5 +1,6 @@
 """``hf-pept compare``: every method of the method table pre-trained with the same budget, data and seeds, each at
-its own tuned learning rate.
+its own tuned learning rate, and GaLore once more at the rank whose optimizer state matches LoRA's (the
+memory-aligned point). ``--methods`` picks entries, each optionally at a rank of its own (``galore:rank=24``).
 
 Each run is one ``hf-pept train`` in its own process (so each peak-memory figure is its own) and its own folder under
 ``--output_dir`` (``<method>`` for the first seed, ``<method>-seed<k>`` for the others; a folder of an earlier
@@ -13,6 +14,7 @@ method, the budget and the command); ``hf-pept compare`` reads :data:`DEFAULTS_F
 budget is committed there, so ``make demo`` need not sweep. A method without a committed rate runs at its
 method-table default (the papers' rate), and the notes under the table say so. ``--budget k`` multiplies the steps
 and the methods' periodic intervals by k (a committed sweep applies only to the budget it was made for).
+``--jobs N`` runs N processes at once, each on a share of the cores (tokens/s then measures a shared machine).
 """
 
 from __future__ import annotations
