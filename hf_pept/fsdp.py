@@ -1,0 +1,79 @@
+"""What our optimizers and tuners need to know about FSDP2-sharded (DTensor) parameters.
+
+torch's ``fully_shard`` (FSDP2) turns every parameter into a ``DTensor`` on a 1-D device mesh with placement
+``Shard(0)``: rank i holds a contiguous block of rows (``torch.chunk`` of dim 0, so the last ranks may hold fewer
+rows, or none). The helpers here let the optimizer work on the rank's own rows (``to_local()``) so that DTensor never
+redistributes (all-gathers) behind our back, and put new state tensors back into the parameter's layout so that
+``torch.distributed.checkpoint`` saves each rank's rows once.
+
+Everything is a no-op for plain tensors: :func:`local` returns its argument itself, so single-process code that goes
+through these helpers runs exactly the ops it ran before.
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:  # torch >= 2.4
+    from torch.distributed.tensor import DTensor, Shard, distribute_tensor
+except ImportError:  # pragma: no cover - torch builds without distributed
+    DTensor = Shard = distribute_tensor = None
+
+
+def is_dtensor(tensor: object) -> bool:
+    return DTensor is not None and isinstance(tensor, DTensor)
+
+
+def is_row_sharded(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is FSDP2's layout: a DTensor on a 1-D mesh, placed ``Shard(0)``."""
+    return is_dtensor(tensor) and tuple(tensor.placements) == (Shard(0),)
+
+
+def check_row_sharded(tensor: torch.Tensor, what: str) -> None:
+    """ValueError for a DTensor in any layout other than FSDP2's (1-D mesh, ``Shard(0)``)."""
+    if is_dtensor(tensor) and not is_row_sharded(tensor):
+        raise ValueError(
+            f"{what} supports DTensor parameters sharded by rows on a 1-D mesh (fully_shard's Shard(0)); got "
+            f"placements {tuple(tensor.placements)} for a {tuple(tensor.shape)} parameter. HSDP (2-D meshes) and "
+            "tensor parallelism are not supported."
+        )
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (shares its storage: in-place ops update the parameter); a plain tensor as is."""
+    return tensor.to_local() if is_dtensor(tensor) else tensor
+
+
+def local_rows(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The rows of ``full`` (the global value, identical on every rank) that this rank holds of DTensor ``like``.
+
+    No communication: every rank cuts its own block (``distribute_tensor(..., src_data_rank=None)``).
+    """
+    return distribute_tensor(full, like.device_mesh, like.placements, src_data_rank=None).to_local()
+
+
+def shard_like(local_tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Wrap this rank's rows ``local_tensor`` (rows of ``like``'s shard × any columns) as a DTensor in ``like``'s
+    layout, without communication or copy (the DTensor's local tensor is ``local_tensor`` itself)."""
+    global_shape = (like.shape[0], *local_tensor.shape[1:])
+    stride = torch.empty(global_shape, device="meta").stride()
+    return DTensor.from_local(
+        local_tensor, like.device_mesh, like.placements, run_check=False, shape=global_shape, stride=stride
+    )
+
+
+def process_group_of(tensor: torch.Tensor):
+    """The process group a row-sharded DTensor is sharded over."""
+    return tensor.device_mesh.get_group()
+
+
+__all__ = [
+    "DTensor",
+    "check_row_sharded",
+    "is_dtensor",
+    "is_row_sharded",
+    "local",
+    "local_rows",
+    "process_group_of",
+    "shard_like",
+]
