@@ -62,6 +62,28 @@ def shard_like(local_tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     )
 
 
+def gathered(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole value of a DTensor on every rank (one all-gather); a plain tensor as is."""
+    return tensor.full_tensor() if is_dtensor(tensor) else tensor
+
+
+def gathered_state(state: dict) -> dict:
+    """``state`` with every DTensor replaced by its whole value (one all-gather each); ``state`` itself when it holds
+    no DTensor. Pair with :func:`keep_own_rows_` to write changes back."""
+    if not any(is_dtensor(value) for value in state.values()):
+        return state
+    return {key: gathered(value) for key, value in state.items()}
+
+
+def keep_own_rows_(state: dict, whole: dict) -> None:
+    """Copy this rank's rows of each whole value in ``whole`` into the DTensors of ``state`` (no communication)."""
+    if whole is state:
+        return
+    for key, value in state.items():
+        if is_dtensor(value):
+            value.to_local().copy_(local_rows(whole[key], value))
+
+
 def process_group_of(tensor: torch.Tensor):
     """The process group a row-sharded DTensor is sharded over."""
     return tensor.device_mesh.get_group()
@@ -70,8 +92,11 @@ def process_group_of(tensor: torch.Tensor):
 __all__ = [
     "DTensor",
     "check_row_sharded",
+    "gathered",
+    "gathered_state",
     "is_dtensor",
     "is_row_sharded",
+    "keep_own_rows_",
     "local",
     "local_rows",
     "process_group_of",
