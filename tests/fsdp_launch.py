@@ -24,8 +24,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_two_fsdp_ranks(script: Path, out: Path, *args: str) -> list[dict]:
-    """Run ``script out *args`` on 2 CPU gloo ranks; return the two ranks' JSON payloads."""
+def launch_two_fsdp_ranks(script: Path, out: Path, *args: str, results: Path | None = None) -> list[dict]:
+    """Run ``script out *args`` on 2 CPU gloo ranks; return the two ranks' JSON payloads (from ``results``,
+    default ``out``)."""
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
         "--master_port", str(free_port()), str(script), str(out), *args,
@@ -35,7 +36,8 @@ def launch_two_fsdp_ranks(script: Path, out: Path, *args: str) -> list[dict]:
     env["PYTHONPATH"] = os.pathsep.join([repo, env.get("PYTHONPATH", "")])
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])
-    return [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
+    results = out if results is None else results
+    return [json.loads((results / f"rank{i}.json").read_text()) for i in range(2)]
 
 
 # ---- rank side -------------------------------------------------------------------------------------------------
