@@ -32,6 +32,8 @@ CASES = {
     "galore": _RIGHT,
     "fira": {**_RIGHT, "fira": True},
     "galore_randomized": {**_RIGHT, "proj_method": "randomized"},
+    # built before sharding, as the Trainer does under FSDP2 (accelerate then swaps in the sharded parameters)
+    "galore_built_before_sharding": _RIGHT,
 }
 
 
@@ -59,6 +61,17 @@ def train(model, optimizer, batch_of, loss_of) -> tuple[list[float], list[int]]:
     return losses, collectives
 
 
+def swap_in_sharded_parameters(model, optimizer) -> None:
+    """Shard ``model`` and put its sharded parameters into ``optimizer``'s param groups in place of the originals,
+    by parameter name: what accelerate's FSDP2 preparation does to an optimizer built before sharding."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    order = [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
+    shard(model, model.model.layers)
+    sharded = dict(model.named_parameters())
+    for group, group_names in zip(optimizer.param_groups, order):
+        group["params"] = [sharded[n] for n in group_names]
+
+
 def refusals(model) -> dict[str, str]:
     """The one-line errors of what does not run on sharded weights (layer-wise GaLore, 8-bit moments, Adafactor)."""
     messages = {}
@@ -80,8 +93,12 @@ def main(out: str, case: str) -> None:
     rank, world = init_rank()
     knobs = CASES[case]
     model = tiny_llama()
-    shard(model, model.model.layers)
-    optimizer = optimizer_for(model, knobs)
+    if case == "galore_built_before_sharding":
+        optimizer = optimizer_for(model, knobs)
+        swap_in_sharded_parameters(model, optimizer)
+    else:
+        shard(model, model.model.layers)
+        optimizer = optimizer_for(model, knobs)
     losses, collectives = train(model, optimizer, lambda s: rank_batch(s, rank), mean_over_ranks)
     payload = {"losses": losses, "collectives": collectives, "state_bytes": state_bytes(optimizer)}
     payload["projector_updates"] = [e["step"] for e in optimizer.pop_events()]

@@ -23,6 +23,7 @@ _RUNS: dict[str, list[dict]] = {}
 def _run(tmp_path, case):
     """The two ranks' payloads of ``case`` (each case is launched once per session)."""
     if case not in _RUNS:
+        tmp_path.mkdir(parents=True, exist_ok=True)
         ranks = launch_two_fsdp_ranks(SCRIPT, tmp_path, case)
         assert [r["world_size"] for r in ranks] == [2, 2]
         _RUNS[case] = ranks
@@ -55,6 +56,17 @@ def test_fsdp_matches_single_process(tmp_path, case):
                 # an ordinary step: nothing for GaLore, Fira's one all-reduce of the residual norms
                 assert count == (case == "fira"), step
     _check_state_halved(ranks)
+
+
+def test_optimizer_built_before_sharding_takes_the_sharded_path(tmp_path):
+    # The Trainer builds the optimizer on the unsharded model under FSDP2, then accelerate swaps the sharded
+    # parameters into its param groups: the steps must detect them and run exactly as when built after sharding.
+    swapped = _run(tmp_path, "galore_built_before_sharding")
+    built_after = _run(tmp_path / "after", "galore")
+    for a, b in zip(swapped, built_after):
+        assert a["losses"] == b["losses"]
+        assert a["collectives"] == b["collectives"]
+        assert a["state_bytes"] == b["state_bytes"]
 
 
 def test_fsdp_randomized_refresh_matches_single_process(tmp_path):
