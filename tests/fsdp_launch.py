@@ -52,15 +52,16 @@ def init_rank() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def tiny_llama(seed: int = 0):
-    """A 2-layer LLaMA (hidden 32, MLP 64, 4 heads): every projected dimension divides by 2, so shards are even."""
+def tiny_llama(seed: int = 0, intermediate_size: int = 64):
+    """A 2-layer LLaMA (hidden 32, MLP 64, 4 heads): every projected dimension divides by 2, so shards are even
+    (an odd ``intermediate_size`` gives the MLP's gate and up projections shards of unequal size)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=VOCAB,
         hidden_size=32,
-        intermediate_size=64,
+        intermediate_size=intermediate_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=4,

@@ -17,7 +17,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from ..fsdp import gathered, is_dtensor, local, local_rows
+from ..fsdp import check_row_sharded, gathered, is_dtensor, local, local_rows
 from ..kernels.lora_merge import merge_lora_
 from ..tuners import LowRankLinearMixin
 
@@ -80,6 +80,7 @@ class ReLoRALayer(LowRankLinearMixin, BaseTunerLayer):
         """W ← W + s·B A (fp32 accumulation), then A redrawn, B zeroed: the layer's output is unchanged."""
         weight = self.get_base_layer().weight
         lora_B = self.relora_B[adapter_name].weight
+        check_row_sharded(weight, "ReLoRA's merge")
         # FSDP2 shards W (out×in) and B (out×r) by the same rows, so each rank merges its rows, W_i += s·B_i A,
         # and needs only the whole A (r×in: one all-gather of the small factor).
         merge_lora_(

@@ -34,7 +34,10 @@ CASES = {
     "galore_randomized": {**_RIGHT, "proj_method": "randomized"},
     # built before sharding, as the Trainer does under FSDP2 (accelerate then swaps in the sharded parameters)
     "galore_built_before_sharding": _RIGHT,
+    "fira_uneven_shards": {**_RIGHT, "fira": True},
 }
+# MLP width 65: gate_proj and up_proj (65×32) split into 33 and 32 rows
+MODEL_SIZES = {"fira_uneven_shards": {"intermediate_size": 65}}
 
 
 def optimizer_for(model, knobs: dict) -> GaLoreAdamW:
@@ -92,7 +95,8 @@ def refusals(model) -> dict[str, str]:
 def main(out: str, case: str) -> None:
     rank, world = init_rank()
     knobs = CASES[case]
-    model = tiny_llama()
+    size = MODEL_SIZES.get(case, {})
+    model = tiny_llama(**size)
     if case == "galore_built_before_sharding":
         optimizer = optimizer_for(model, knobs)
         swap_in_sharded_parameters(model, optimizer)
@@ -107,7 +111,7 @@ def main(out: str, case: str) -> None:
         model(input_ids=ids, labels=ids).loss.backward()
         payload["refusals"] = refusals(model)
     if rank == 0:
-        reference = tiny_llama()
+        reference = tiny_llama(**size)
         ref_optimizer = optimizer_for(reference, knobs)
         ref_losses, _ = train(reference, ref_optimizer, global_batch, lambda loss: float(loss))
         payload["reference"] = {"losses": ref_losses, "state_bytes": state_bytes(ref_optimizer)}

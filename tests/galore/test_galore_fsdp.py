@@ -58,6 +58,20 @@ def test_fsdp_matches_single_process(tmp_path, case):
     _check_state_halved(ranks)
 
 
+def test_unequal_shards_match_single_process(tmp_path):
+    ranks = _run(tmp_path, "fira_uneven_shards")
+    assert ranks[0]["losses"] == pytest.approx(ranks[0]["reference"]["losses"], rel=1e-4)
+    reference = ranks[0]["reference"]["state_bytes"]
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert ranks[0]["state_bytes"][key] > ranks[1]["state_bytes"][key]  # rank 0 holds 33 of 65 rows
+        assert ranks[0]["state_bytes"][key] + ranks[1]["state_bytes"][key] == reference[key]
+    assert (
+        ranks[0]["collectives"]
+        == ranks[1]["collectives"]
+        == [PROJECTED_WEIGHTS + 1, 1, 1] * 2 + [PROJECTED_WEIGHTS + 1]
+    )
+
+
 def test_optimizer_built_before_sharding_takes_the_sharded_path(tmp_path):
     # The Trainer builds the optimizer on the unsharded model under FSDP2, then accelerate swaps the sharded
     # parameters into its param groups: the steps must detect them and run exactly as when built after sharding.
