@@ -193,6 +193,8 @@ class GaLoreOptimizer(torch.optim.Optimizer):
         self._pending_refreshes = {}
 
     def _update_params(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        if not self.supports_row_sharding and any(is_dtensor(p) for p in params):
+            sharded.refuse(self)  # before any parameter is touched
         full_rank = [p for p in params if not self.is_projected(p, group)]
         if full_rank:
             self._full_rank_update(group, full_rank)

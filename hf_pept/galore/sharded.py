@@ -66,13 +66,18 @@ def sharded_side(group: dict) -> str:
     return RIGHT
 
 
+def refuse(optimizer) -> None:
+    """The error for an optimizer whose state does not follow row shards (8-bit blocks, Adafactor's factors)."""
+    raise ValueError(
+        f"{type(optimizer).__name__} does not support FSDP2-sharded (DTensor) parameters; use GaLoreAdamW "
+        "(optim='galore_adamw'), whose moments are row-local"
+    )
+
+
 def projected_updates(optimizer, group: dict, params: list[torch.Tensor]) -> None:
     """One GaLore (or GaLore + Fira) step of the row-sharded weights ``params`` of ``group``."""
     if not optimizer.supports_row_sharding:
-        raise ValueError(
-            f"{type(optimizer).__name__} does not support FSDP2-sharded (DTensor) parameters; use GaLoreAdamW "
-            "(optim='galore_adamw'), whose moments are row-local"
-        )
+        refuse(optimizer)
     residuals: dict[object, list[tuple[torch.Tensor, torch.Tensor]]] = {}
     for p in params:
         residual = _projected_update(optimizer, group, p)
@@ -135,4 +140,4 @@ def _projected_update(optimizer, group: dict, p: torch.Tensor) -> torch.Tensor |
     return residual
 
 
-__all__ = ["projected_updates", "sharded_side"]
+__all__ = ["projected_updates", "refuse", "sharded_side"]

@@ -76,13 +76,15 @@ def swap_in_sharded_parameters(model, optimizer) -> None:
 
 
 def refusals(model) -> dict[str, str]:
-    """The one-line errors of what does not run on sharded weights (layer-wise GaLore, 8-bit moments, Adafactor)."""
+    """The one-line errors of what does not run on sharded weights (layer-wise GaLore, 8-bit moments, Adafactor,
+    the left projection)."""
     messages = {}
     projected = [p for n, p in model.named_parameters() if ".mlp." in n]
     attempts = {
         "layerwise": lambda: GaLoreAdamW([{"params": projected, "rank": 8}], layerwise=True),
         "adamw8bit": lambda: GaLoreAdamW8bit([{"params": projected, "rank": 8}]).step(),
         "adafactor": lambda: GaLoreAdafactor([{"params": projected, "rank": 8}]).step(),
+        "left_projection": lambda: GaLoreAdamW([{"params": projected, "rank": 8, "proj_type": "left"}]).step(),
     }
     for name, attempt in attempts.items():
         try:

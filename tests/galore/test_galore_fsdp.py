@@ -97,7 +97,8 @@ def test_fsdp_randomized_refresh_matches_single_process(tmp_path):
 
 def test_what_fsdp_refuses_says_so_in_one_line(tmp_path):
     refusals = _run(tmp_path, "galore")[0]["refusals"]
-    assert sorted(refusals) == ["adafactor", "adamw8bit", "layerwise"]
+    assert sorted(refusals) == ["adafactor", "adamw8bit", "layerwise", "left_projection"]
+    assert "proj_type='left'" in refusals["left_projection"] and "'right'" in refusals["left_projection"]
     assert "FSDP2" in refusals["layerwise"] and "galore_adamw" in refusals["layerwise"]
     for name in ("adamw8bit", "adafactor"):
         assert "FSDP2-sharded (DTensor)" in refusals[name] and "galore_adamw" in refusals[name]
