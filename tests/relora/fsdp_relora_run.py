@@ -32,7 +32,7 @@ from hf_pept.relora import ReLoRAStepper  # noqa: E402
 STEPS = 7  # merges after optimizer steps 3 and 6
 
 
-def build(reset: str):
+def build(reset: str, seed: int = 0):
     config = ReLoRAConfig(
         r=4,
         lora_alpha=8,
@@ -42,7 +42,7 @@ def build(reset: str):
         optimizer_reset=reset,
         prune_ratio=0.9 if reset == "magnitude" else 0.5,
     )
-    return get_peft_model(tiny_llama(), config)
+    return get_peft_model(tiny_llama(seed=seed), config)
 
 
 def train(model, batch_of, loss_of) -> dict:
