@@ -84,6 +84,15 @@ def keep_own_rows_(state: dict, whole: dict) -> None:
             value.to_local().copy_(local_rows(whole[key], value))
 
 
+def refuse_sharded(params, method: str, why: str) -> None:
+    """ValueError when any of ``params`` is a DTensor: for the methods whose periodic surgery needs whole tensors."""
+    if any(is_dtensor(p) for p in params):
+        raise ValueError(
+            f"{method} does not run on FSDP2-sharded (DTensor) parameters: {why}; train it in one process or with "
+            "DDP (GaLore, Fira and ReLoRA run on FSDP2)"
+        )
+
+
 def process_group_of(tensor: torch.Tensor):
     """The process group a row-sharded DTensor is sharded over."""
     return tensor.device_mesh.get_group()
@@ -100,5 +109,6 @@ __all__ = [
     "local",
     "local_rows",
     "process_group_of",
+    "refuse_sharded",
     "shard_like",
 ]
