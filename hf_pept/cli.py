@@ -91,3 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["main", "train"]
+
+
+if __name__ == "__main__":  # `python -m hf_pept.cli ...`, and `accelerate launch -m hf_pept.cli ...` on every rank
+    sys.exit(main())

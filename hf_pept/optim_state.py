@@ -14,7 +14,8 @@ What is pruned: every floating-point state tensor with the parameter's shape —
 optimizers (``state1``/``state2`` codes, dequantized through ``qmap``·``absmax`` to rank by magnitude; pruned entries
 get the code of 0.0, kept codes and block scales are untouched). Scalars such as Adam's ``step`` are kept, so the
 bias correction does not re-inflate the first updates (the paper's jagged warm-up covers the restart).
-Only the given parameters' state is touched.
+Only the given parameters' state is touched. FSDP2-sharded (DTensor) state is gathered, pruned as a whole and
+scattered back to each rank's rows, so every rank ends with its rows of the single-process result.
 
 One rule beyond the paper: after pruning, a first moment whose second moment is zero is zeroed too. Pruning the two
 moments independently (as the paper's code does) keeps some m with v = 0, and Adam then steps by m / ε. Right after a
@@ -32,6 +33,7 @@ from collections.abc import Iterable
 import torch
 
 from .events import unwrap_optimizer
+from .fsdp import gathered_state, keep_own_rows_
 from .kernels.magnitude_prune import magnitude_prune_, random_prune_
 
 logger = logging.getLogger(__name__)
@@ -140,9 +142,13 @@ def reset_optimizer_state(
     state_by_param = unwrap_optimizer(optimizer).state
     skipped: set[str] = set()
     for param in params:
-        state = state_by_param.get(param)
-        if not state:
+        owned = state_by_param.get(param)
+        if not owned:
             continue
+        # FSDP2-sharded moments: the surgery runs on the gathered whole tensors (one all-gather each; the factors'
+        # moments are small), exactly as in one process, and each rank keeps its own rows. Ranking magnitudes needs
+        # the whole tensor: a per-shard top-k would keep a different set of entries.
+        state = gathered_state(owned)
         mask = None if where is None else where.to(param.device).expand(param.shape)
         quantized = set()
         for keys in _QUANTIZED_MOMENTS:
@@ -171,6 +177,7 @@ def reset_optimizer_state(
                 skipped.add(f"{key} {tuple(value.shape)}")
         if mode in ("magnitude", "random"):
             stats["zeroed"] += _zero_first_moments_without_second_(state)
+        keep_own_rows_(owned, state)
     if skipped and not _WARNED.issuperset(skipped):
         _WARNED.update(skipped)
         logger.warning("optimizer-state reset left these state tensors untouched (not per-entry moments): %s", skipped)

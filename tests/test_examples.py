@@ -48,3 +48,17 @@ def test_relora_example_merges(env, tmp_path):
 def test_ddp_example_runs_two_processes(env, tmp_path):
     out = _run(["bash", str(EXAMPLES / "ddp_accelerate.sh"), "--max_steps", "3", "--rank", "8"], env, tmp_path)
     assert "(2 training process(es))" in out
+
+
+def test_fsdp2_config_is_one_accelerate_reads():
+    # accelerate applies FSDP only on accelerators, so the CPU suite checks the config itself: accelerate loads it
+    # (unknown top-level keys are an error there) and every fsdp_config key is an option of `accelerate launch`.
+    from accelerate.commands.config.config_args import ClusterConfig
+    from accelerate.commands.launch import launch_command_parser
+
+    config = ClusterConfig.from_yaml_file(str(EXAMPLES / "fsdp2.yaml"))
+    assert config.distributed_type == "FSDP" and config.fsdp_config["fsdp_version"] == 2
+    assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
+    assert config.fsdp_config["fsdp_state_dict_type"] == "SHARDED_STATE_DICT"
+    options = {action.dest for action in launch_command_parser()._actions}
+    assert set(config.fsdp_config) <= options

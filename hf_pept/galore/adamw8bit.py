@@ -28,7 +28,10 @@ class GaLoreAdamW8bit(GaLoreAdamW):
     """:class:`GaLoreAdamW` whose projected moments M, V are 8-bit blockwise-quantized (bitsandbytes).
 
     Full-rank parameters (embeddings, norms, small matrices) keep AdamW moments in their own dtype.
+    Not on FSDP2-sharded weights: the blocks of 256 codes and their scales do not follow the weight's row shards.
     """
+
+    supports_row_sharding = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *, layerwise=False):
         # batched=False: the 8-bit moments are dequantized, updated and requantized per weight

@@ -42,6 +42,15 @@ def fira_residual(
 
     ``lowrank_grad`` is R_t, ``lowrank_update`` ψ_t(R_t), ``projector`` P (m×r, left) or Q (n×r, right).
     """
+    residual = fira_scaled_residual(grad, lowrank_grad, lowrank_update, projector, side)
+    return fira_limit_(residual, residual.norm(), state, limiter)
+
+
+def fira_scaled_residual(
+    grad: torch.Tensor, lowrank_grad: torch.Tensor, lowrank_update: torch.Tensor, projector: torch.Tensor, side: str
+) -> torch.Tensor:
+    """S_t = φ_t(R_t) ⊙ (G_t − P R_t) (fp32), before the limiter. For the right projection every row of S_t needs
+    only the same row of G, R and ψ(R): a row-sharded gradient gives the rank's rows of S_t without communication."""
     grad = grad.float()
     lowrank_grad = lowrank_grad.float()
     lowrank_update = lowrank_update.float()
@@ -58,7 +67,12 @@ def fira_residual(
         lowrank_grad.norm(dim=norm_dim, keepdim=True) + _NORM_EPS
     )
     residual.mul_(scaling)
-    norm = residual.norm()
+    return residual
+
+
+def fira_limit_(residual: torch.Tensor, norm: torch.Tensor, state: dict, limiter: float) -> torch.Tensor:
+    """The norm-growth limiter on S_t in place, given ``norm`` = ‖S_t‖ (of the whole matrix, also when ``residual``
+    holds only some of its rows); sets ``state[RESIDUAL_NORM_KEY]`` to ‖S̃_t‖ and returns S̃_t."""
     previous = state.get(RESIDUAL_NORM_KEY)
     if previous is not None:
         ratio = norm / (previous.to(norm.device) + _NORM_EPS)

@@ -10,9 +10,9 @@ Gradient accumulation: a hook updates only on the accumulation boundary, read fr
 same, and it is ``True`` in a plain loop). On the other micro-batches the gradient accumulates in ``.grad`` as usual.
 
 Not possible layer-wise: clipping by the *global* gradient norm (every layer is updated before the last gradient
-exists; the Trainer integration warns and does not clip) and DDP (hooks see the local gradient before the
-all-reduce; refused). The real global gradient norm is still measured (sum of per-parameter squared norms) and
-exposed as ``last_grad_norm``; :class:`~hf_pept.galore.integration.LayerwiseGradNormCallback` writes it into the
+exists; the Trainer integration warns and does not clip), DDP (hooks see the local gradient before the
+all-reduce) and FSDP2 (hooks see the unsharded local gradient before the reduce-scatter): both refused. The real
+global gradient norm is still measured (sum of per-parameter squared norms) and exposed as ``last_grad_norm``; :class:`~hf_pept.galore.integration.LayerwiseGradNormCallback` writes it into the
 Trainer's ``grad_norm`` log.
 
 This module needs only torch (accelerate is imported at the first hook call), so the optimizers work in a plain
@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 import torch
+
+from ..fsdp import is_dtensor
 
 
 class ParameterSteppingOptimizer(Protocol):
@@ -48,11 +50,12 @@ class LayerwiseStepper:
     """The hooks and bookkeeping of a layer-wise :class:`~hf_pept.galore.optimizer.GaLoreOptimizer`."""
 
     def __init__(self, optimizer: ParameterSteppingOptimizer):
-        if _distributed_world_size() > 1:
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        if _distributed_world_size() > 1 or any(is_dtensor(p) for p in params):
             raise ValueError(
                 "Layer-wise GaLore updates each layer from its local gradient inside backward, before DDP "
-                "all-reduces it, so it cannot run distributed; use the non-layerwise optimizer (e.g. "
-                "optim='galore_adamw') for multi-process training."
+                "all-reduces it or FSDP2 reduce-scatters it, so it cannot run distributed; use the non-layerwise "
+                "optimizer (e.g. optim='galore_adamw') for multi-process training (DDP or FSDP2)."
             )
         self.optimizer = optimizer
         self._squared_norms: list[torch.Tensor] = []

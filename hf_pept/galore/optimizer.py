@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
+from ..fsdp import is_dtensor, local
 from ..kernels.galore_update import adam_lowrank_update, lowrank_weight_update_
-from . import batched
+from . import batched, sharded
 from .config import GaLoreConfig
 from .fira import fira_residual
 from .layerwise import LayerwiseStepper
@@ -50,6 +51,10 @@ class GaLoreOptimizer(torch.optim.Optimizer):
 
     # Whether the low-rank update N is an Adam-style ψ(R) that Fira's norm-based scaling can use.
     supports_fira = True
+    # Whether FSDP2-sharded (DTensor) weights can be stepped on their local rows (hf_pept.galore.sharded), and which
+    # per-weight state tensors then hold one row per row of the weight's projected gradient.
+    supports_row_sharding = False
+    row_state_keys: tuple[str, ...] = ()
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *, layerwise: bool = False):
         # add_param_group fills these: torch's __init__ calls it once per group, and users may call it later.
@@ -156,11 +161,30 @@ class GaLoreOptimizer(torch.optim.Optimizer):
         """
         group_index = self._group_index.get(p)
         if group_index is None:
+            self._index_params()
+            group_index = self._group_index.get(p)
+        if group_index is None:
             raise ValueError(
                 f"step_parameter got a tensor of shape {tuple(p.shape)} that is in no param group of this optimizer"
             )
         if p.grad is not None:
             self._update_params(self.param_groups[group_index], [p])
+
+    def param_position(self, p: torch.Tensor) -> int:
+        """``p``'s position in the optimizer (param groups in order), which seeds its randomized sketch."""
+        if p not in self._param_index:
+            self._index_params()
+        return self._param_index[p]
+
+    def _index_params(self) -> None:
+        # accelerate's FSDP2 preparation swaps the tensors in param_groups for their sharded versions after the
+        # optimizer was built: the positions stay, the tensors (the dicts' keys) change.
+        self._param_index = {p: i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        self._group_index = {p: gi for gi, g in enumerate(self.param_groups) for p in g["params"]}
+
+    def note_refresh(self, step: int) -> None:
+        """Count one projector refresh at ``step`` for this step's ``projector_update`` event."""
+        self._pending_refreshes[step] = self._pending_refreshes.get(step, 0) + 1
 
     def finish_parameter_steps(self) -> None:
         """Close a step made of :meth:`step_parameter` calls: record its projector refreshes (:meth:`pop_events`)."""
@@ -169,12 +193,18 @@ class GaLoreOptimizer(torch.optim.Optimizer):
         self._pending_refreshes = {}
 
     def _update_params(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        if not self.supports_row_sharding and any(is_dtensor(p) for p in params):
+            sharded.refuse(self)  # before any parameter is touched
         full_rank = [p for p in params if not self.is_projected(p, group)]
         if full_rank:
             self._full_rank_update(group, full_rank)
         batches: dict[tuple, list[torch.Tensor]] = {}
+        row_sharded: list[torch.Tensor] = []
         for p in params:
             if not self.is_projected(p, group):
+                continue
+            if is_dtensor(p):
+                row_sharded.append(p)
                 continue
             key = self._batch_key(group, p) if len(params) > 1 else None
             if key is None:
@@ -186,6 +216,8 @@ class GaLoreOptimizer(torch.optim.Optimizer):
                 self._projected_update(group, batch[0])
             else:
                 self._batched_projected_update(group, batch, side=key[1])
+        if row_sharded:
+            sharded.projected_updates(self, group, row_sharded)
 
     def _batch_key(self, group: dict[str, Any], p: torch.Tensor) -> tuple | None:
         """Weights with the same key take one batched ordinary step (:mod:`hf_pept.galore.batched`); None = this
@@ -212,13 +244,13 @@ class GaLoreOptimizer(torch.optim.Optimizer):
                 oversampling=group["oversampling"],
                 power_iters=group["power_iters"],
                 seed=group["seed"],
-                param_index=self._param_index[p],
+                param_index=self.param_position(p),
                 step=step,
             )
             state["projector"] = projectors[0].to(p.dtype)
             if side == FULL:
                 state["projector_right"] = projectors[1].to(p.dtype)
-            self._pending_refreshes[step] = self._pending_refreshes.get(step, 0) + 1
+            self.note_refresh(step)
         projectors = (state["projector"], state["projector_right"]) if side == FULL else (state["projector"],)
         lowrank_grad = project(grad, projectors, side)
         state["step"] = step + 1
@@ -265,7 +297,11 @@ class GaLoreAdamW(GaLoreOptimizer):
 
     Projected weights: M, V on R; N = M̂ / (sqrt(V̂) + ε) (torch.optim.AdamW's ε placement); W ← W − η(α·P·N + λW).
     Other parameters: bit-for-bit the ``torch.optim.AdamW`` foreach update.
+    FSDP2-sharded (DTensor) weights take the same arithmetic on their local rows (:mod:`hf_pept.galore.sharded`).
     """
+
+    supports_row_sharding = True
+    row_state_keys = ("exp_avg", "exp_avg_sq")
 
     def __init__(
         self,
@@ -330,6 +366,7 @@ class GaLoreAdamW(GaLoreOptimizer):
     def _full_rank_update(self, group, params):
         # The foreach AdamW of torch.optim.adam._multi_tensor_adam (non-capturable branch), op for op, so the
         # full-rank parameters follow torch.optim.AdamW exactly with one kernel launch per op for all of them.
+        # FSDP2-sharded (DTensor) parameters go through their local shards: element-wise, no communication.
         beta1, beta2 = group["betas"]
         lr, eps, decay = group["lr"], group["eps"], group["weight_decay"]
         grads, exp_avgs, exp_avg_sqs, steps = [], [], [], []
@@ -339,10 +376,11 @@ class GaLoreAdamW(GaLoreOptimizer):
                 state["step"] = 0
             exp_avg, exp_avg_sq = self._moments(state, p, p.dtype)
             state["step"] += 1
-            grads.append(p.grad)
-            exp_avgs.append(exp_avg)
-            exp_avg_sqs.append(exp_avg_sq)
+            grads.append(local(p.grad))
+            exp_avgs.append(local(exp_avg))
+            exp_avg_sqs.append(local(exp_avg_sq))
             steps.append(state["step"])
+        params = [local(p) for p in params]
         if decay != 0:
             torch._foreach_mul_(params, 1 - lr * decay)
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)

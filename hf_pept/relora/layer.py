@@ -17,6 +17,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from ..fsdp import check_row_sharded, gathered, is_dtensor, local, local_rows
 from ..kernels.lora_merge import merge_lora_
 from ..tuners import LowRankLinearMixin
 
@@ -64,17 +65,28 @@ class ReLoRALayer(LowRankLinearMixin, BaseTunerLayer):
     def reset_factors(self, adapter_name: str, generator: torch.Generator | None = None) -> None:
         """A ~ Kaiming-uniform (bound 1/√in, LoRA's init, i.e. ``kaiming_uniform_(a=√5)``), B = 0, in place."""
         lora_A = self.relora_A[adapter_name].weight
-        nn.init.kaiming_uniform_(lora_A, a=math.sqrt(5), generator=generator)
-        self.relora_B[adapter_name].weight.zero_()
+        if is_dtensor(lora_A):
+            # FSDP2: every rank draws the whole A from the shared generator and keeps its rows, so the shards
+            # together hold the single-process draw.
+            whole = torch.empty(lora_A.shape, dtype=lora_A.dtype, device=lora_A.device)
+            nn.init.kaiming_uniform_(whole, a=math.sqrt(5), generator=generator)
+            local(lora_A).copy_(local_rows(whole, lora_A))
+        else:
+            nn.init.kaiming_uniform_(lora_A, a=math.sqrt(5), generator=generator)
+        local(self.relora_B[adapter_name].weight).zero_()
 
     @torch.no_grad()
     def merge_and_reinit(self, adapter_name: str, generator: torch.Generator | None = None) -> None:
         """W ← W + s·B A (fp32 accumulation), then A redrawn, B zeroed: the layer's output is unchanged."""
         weight = self.get_base_layer().weight
+        lora_B = self.relora_B[adapter_name].weight
+        check_row_sharded(weight, "ReLoRA's merge")
+        # FSDP2 shards W (out×in) and B (out×r) by the same rows, so each rank merges its rows, W_i += s·B_i A,
+        # and needs only the whole A (r×in: one all-gather of the small factor).
         merge_lora_(
-            weight.data,
-            self.relora_A[adapter_name].weight,
-            self.relora_B[adapter_name].weight,
+            local(weight.data),
+            gathered(self.relora_A[adapter_name].weight),
+            local(lora_B),
             self.scaling[adapter_name],
         )
         self.reset_factors(adapter_name, generator=generator)

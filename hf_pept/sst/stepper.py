@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from ..events import unwrap_optimizer
+from ..fsdp import refuse_sharded
 from ..optim_state import reset_optimizer_state
 from ..tuners import find_tuner
 from .model import SSTModel
@@ -89,6 +90,7 @@ class SSTStepper:
         sst = find_sst_model(model)
         if sst is None:
             raise ValueError("SSTStepper needs a model built with get_peft_model(model, SSTConfig(...))")
+        refuse_sharded(sst.parameters(), "SST", "its resampling and re-SVD work on whole U, Σ and V")
         self.sst = sst
         self.adapter_name = sst.active_adapters[0]
         self.config = sst.peft_config[self.adapter_name]

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from ..events import unwrap_optimizer
+from ..fsdp import refuse_sharded
 from ..optim_state import (
     adam_step_count,
     is_torch_adam,
@@ -93,6 +94,9 @@ class SwitchLoRAStepper:
         switch = find_switchlora_model(model)
         if switch is None:
             raise ValueError("SwitchLoRAStepper needs a model built with get_peft_model(model, SwitchLoRAConfig(...))")
+        refuse_sharded(
+            switch.parameters(), "SwitchLoRA", "its switches swap rows of A and columns of B across the row shards"
+        )
         self.switch = switch
         self.adapter_name = switch.active_adapters[0]
         self.config = switch.peft_config[self.adapter_name]
