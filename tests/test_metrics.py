@@ -1,7 +1,9 @@
-"""Perplexity against a hand-computed token NLL; metrics.jsonl records, events and exact resume."""
+"""Perplexity against a hand-computed token NLL and evaluate's perplexity metric; metrics.jsonl records, events and exact
+resume."""
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -204,3 +206,83 @@ def test_perplexity_matches_an_independent_per_text_computation_on_a_saved_model
     per_block_nll = [math.log(p) for p in _reference_perplexities(model_dir, blocks)]
     expected = math.exp(sum(per_block_nll) / len(per_block_nll))  # equal-length blocks: the mean token NLL
     assert perplexity(trainer.evaluate(eval_dataset=held_out)["eval_loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+EVALUATE_SCRIPT_ENV = "HF_PEPT_EVALUATE_PERPLEXITY"
+
+
+def _evaluate_perplexity_metric():
+    """evaluate's perplexity metric: from the local script named by $HF_PEPT_EVALUATE_PERPLEXITY (a copy of
+    metrics/perplexity/perplexity.py, for running this check offline; a failure to load it is an error), else from
+    the Hugging Face Hub, skipping the test when evaluate is missing or the Hub cannot be reached."""
+    evaluate = pytest.importorskip("evaluate", reason="the evaluate library is not installed (the `test` extra)")
+    script = os.environ.get(EVALUATE_SCRIPT_ENV)
+    if script:
+        return evaluate.load(script)
+    try:
+        return evaluate.load("perplexity", module_type="metric")
+    except Exception as err:  # the metric is a script on the Hub, not part of the wheel
+        pytest.skip(
+            f"evaluate's perplexity metric could not be loaded from the Hugging Face Hub ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); set {EVALUATE_SCRIPT_ENV} to a local copy of "
+            "metrics/perplexity/perplexity.py to run this check offline"
+        )
+
+
+@pytest.mark.parametrize("add_start_token", [True, False])
+def test_perplexity_matches_the_evaluate_librarys_metric_on_a_saved_model(tmp_path, cache_dir, add_start_token):
+    """Our perplexity per text against evaluate's perplexity metric, on a saved tiny LLaMA and its tokenizer (one
+    folder, the metric's ``model_id``) and held-out texts of the built-in corpus, within 1e-5 relative.
+
+    evaluate tokenizes each text without special tokens, truncates it to ``max_length`` tokens (``max_length - 1``
+    when it adds a start token), prepends the tokenizer's BOS when ``add_start_token``, runs the texts in batches
+    right-padded with the pad token under an attention mask, and returns per text exp(mean NLL of its predicted,
+    unpadded tokens) plus ``mean_perplexity``, the plain mean of those. Ours is exp of the Trainer's ``eval_loss``
+    (the mean token NLL), here of each text alone as the same token sequence (BOS prepended and truncated the same
+    way; no padding, batch size 1). They agree because both average the NLL over the same predicted tokens, and
+    right padding with causal attention leaves the logits of the real tokens unchanged. Our tokenizer's BOS and pad
+    token are its end-of-text token. Both run on the CPU in float32; they differed by at most 1.4e-6 relative."""
+    import datasets
+
+    from hf_pept import data
+    from hf_pept.models import build_model
+
+    metric = _evaluate_perplexity_metric()
+    corpus = data.load_corpus()
+    tokenizer = data.get_tokenizer(300, corpus=corpus)
+    max_length = 48
+    model_dir = tmp_path / "model"
+    # initializer_range 0.2 (not 0.02): logits far from uniform, so the per-token NLLs differ and a token counted
+    # differently would show
+    model = build_model("tiny", len(tokenizer), max_position_embeddings=max_length, seed=0, initializer_range=0.2)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+
+    documents = [text for text in corpus.eval_documents if len(text) > 4000][::6][:4]
+    # Pieces from the middle of four held-out files (their openings are often the same licence header), of
+    # different lengths: the shorter ones are padded in their batch, the longest is truncated.
+    texts = [document[2000 : 2000 + chars] for document, chars in zip(documents, (12, 30, 60, 2000))]
+    results = metric.compute(
+        model_id=str(model_dir),
+        predictions=texts,
+        batch_size=3,  # a padded batch of three, then one text alone
+        add_start_token=add_start_token,
+        max_length=max_length,
+        device="cpu",
+    )
+
+    from transformers import AutoModelForCausalLM
+
+    trainer = Trainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=_args(tmp_path))
+    start = [tokenizer.bos_token_id] if add_start_token else []
+    sequences = [
+        start + tokenizer(text, add_special_tokens=False)["input_ids"][: max_length - len(start)] for text in texts
+    ]
+    assert len({len(ids) for ids in sequences}) == len(sequences) == 4 and len(sequences[-1]) == max_length
+    ours = []
+    for ids in sequences:
+        one = datasets.Dataset.from_dict({"input_ids": [ids], "labels": [ids]}).with_format("torch")
+        ours.append(perplexity(trainer.evaluate(eval_dataset=one)["eval_loss"]))
+    assert ours == pytest.approx(results["perplexities"], rel=1e-5)
+    assert sum(ours) / len(ours) == pytest.approx(results["mean_perplexity"], rel=1e-5)
+    assert len({round(p, 3) for p in ours}) == len(ours)  # the texts differ: the check can fail
