@@ -39,7 +39,8 @@ def controls(rates: dict[str, float]) -> list[tuple[str, str, float, float | Non
     out = [("full", "full", full, None)]
     for lr in sorted(set(high.values())):
         out.append((f"full, embeddings at {lr:g}", "full", full, lr))
-    tuners = [m for m in high if compare.method_table.get(m).optim_name is None]
+    # trained by the Trainer's AdamW; CoLA-M is CoLA's model and numbers with recomputation, so CoLA stands for it
+    tuners = [m for m in high if compare.method_table.get(m).optim_name is None and m != "cola-m"]
     for method in tuners:
         out.append((f"{method}", method, high[method], None))
         out.append((f"{method}, embeddings at {full:g}", method, high[method], full))
@@ -97,11 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
-    hardware = json.loads((tasks[0][1] / "summary.json").read_text()).get("hardware", "")
+    summaries = [json.loads((t[1] / "summary.json").read_text()) for t in tasks if (t[1] / "summary.json").exists()]
+    hardware = summaries[0].get("hardware", "") if summaries else ""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         lines.append(f"| {r[0]} | {r[1]} | {r[2]:g} | {r[3]:g} | {r[4]} | {r[5]:.2f} | {r[6]:.2f} | {r[7]:+.1f} |")
-    lines += ["", f"{compare.model_line(budget, [])}; {hardware}; --jobs {args.jobs}; "]
+    lines += ["", f"{compare.model_line(budget, summaries)}; {hardware}; --jobs {args.jobs}; "]
     lines[-1] += f"{time.perf_counter() - started:.0f} s"
     (out / "controls.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
