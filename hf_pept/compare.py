@@ -52,7 +52,7 @@ class Budget:
 
     The default (the ``tiny`` LLaMA at a 512-token vocabulary, 400 steps of 8 × 128 tokens) keeps every method of
     the table within ``make demo``'s 10 minutes on 2 CPU cores and trains full-rank well past a unigram model
-    (perplexity about 40 against the unigram's 100+, the notes print both). The small vocabulary is chosen so
+    (perplexity about 40 against a unigram model's 200, the notes print both). The small vocabulary is chosen so
     that the transformer body, which the methods act on, holds most of the parameters (61 %; at 2,048 tokens the
     embeddings and head held 72 %); its perplexities are per 512-token-vocabulary token, not comparable with the
     papers' (32k vocabulary, C4).
