@@ -227,6 +227,25 @@ class GaLoreOptimizer(torch.optim.Optimizer):
     def _batched_projected_update(self, group: dict[str, Any], params: list[torch.Tensor], side: str) -> None:
         raise NotImplementedError
 
+    def refresh_projectors(
+        self, group: dict[str, Any], p: torch.Tensor, grad: torch.Tensor, side: str, step: int
+    ) -> tuple[torch.Tensor, ...]:
+        """The projectors of weight ``p`` from its whole gradient ``grad`` at ``step`` (SVD or the seeded randomized
+        range finder, as the group says), in ``p``'s dtype, and the refresh noted."""
+        projectors = compute_projectors(
+            grad,
+            group["rank"],
+            side,
+            proj_method=group["proj_method"],
+            oversampling=group["oversampling"],
+            power_iters=group["power_iters"],
+            seed=group["seed"],
+            param_index=self.param_position(p),
+            step=step,
+        )
+        self.note_refresh(step)
+        return tuple(projector.to(p.dtype) for projector in projectors)
+
     def _projected_update(self, group: dict[str, Any], p: torch.Tensor) -> None:
         """GaLore Algorithm 1 for one weight: refresh P every T steps, R = PᵀG, base step on R, W update."""
         grad = p.grad
@@ -236,21 +255,10 @@ class GaLoreOptimizer(torch.optim.Optimizer):
             state["step"] = 0
         step = state["step"]
         if step % group["update_proj_gap"] == 0:
-            projectors = compute_projectors(
-                grad,
-                group["rank"],
-                side,
-                proj_method=group["proj_method"],
-                oversampling=group["oversampling"],
-                power_iters=group["power_iters"],
-                seed=group["seed"],
-                param_index=self.param_position(p),
-                step=step,
-            )
-            state["projector"] = projectors[0].to(p.dtype)
+            projectors = self.refresh_projectors(group, p, grad, side, step)
+            state["projector"] = projectors[0]
             if side == FULL:
-                state["projector_right"] = projectors[1].to(p.dtype)
-            self.note_refresh(step)
+                state["projector_right"] = projectors[1]
         projectors = (state["projector"], state["projector_right"]) if side == FULL else (state["projector"],)
         lowrank_grad = project(grad, projectors, side)
         state["step"] = step + 1

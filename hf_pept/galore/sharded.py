@@ -49,7 +49,7 @@ import torch.distributed as dist
 
 from ..fsdp import check_row_sharded, local, process_group_of, shard_like
 from .fira import fira_limit_, fira_scaled_residual
-from .projector import RIGHT, compute_projectors, project
+from .projector import RIGHT, project
 
 _SHARDED_PROJ_TYPES = ("std", "right")
 
@@ -102,19 +102,8 @@ def _projected_update(optimizer, group: dict, p: torch.Tensor) -> torch.Tensor |
         state["step"] = 0
     step = state["step"]
     if step % group["update_proj_gap"] == 0:
-        (projector,) = compute_projectors(
-            grad.full_tensor(),  # the refresh's one collective: all-gather of the m×n gradient
-            group["rank"],
-            side,
-            proj_method=group["proj_method"],
-            oversampling=group["oversampling"],
-            power_iters=group["power_iters"],
-            seed=group["seed"],
-            param_index=optimizer.param_position(p),
-            step=step,
-        )
-        state["projector"] = projector.to(p.dtype)
-        optimizer.note_refresh(step)
+        # the refresh's one collective: all-gather of the m×n gradient
+        (state["projector"],) = optimizer.refresh_projectors(group, p, grad.full_tensor(), side, step)
     projector = state["projector"]
     grad_rows = local(grad)
     lowrank_grad = project(grad_rows, (projector,), side)
