@@ -166,12 +166,15 @@ def state_matched_rank(budget: Budget, method: str = "galore", reference: str = 
 
     shape = {"model": budget.model, "vocab_size": budget.vocab_size, "seq_len": budget.seq_len}
     target = estimate(reference, rank=budget.rank, batch_size=budget.batch_size, **shape).optimizer_state
-    rank = 1
-    while rank < 4096 and estimate(method, rank=rank + 1, batch_size=budget.batch_size, **shape).optimizer_state <= (
-        target
-    ):
-        rank += 1
-    return rank
+
+    def fits(rank: int) -> bool:
+        return estimate(method, rank=rank, batch_size=budget.batch_size, **shape).optimizer_state <= target
+
+    low, high = 1, 4096  # the state grows with the rank: bisect for the last rank that fits
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low
 
 
 def default_entries(budget: Budget) -> list[Entry]:
