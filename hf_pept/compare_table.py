@@ -29,7 +29,13 @@ COLUMNS = (
     ("estimate_1b_gb", "1B est. (GB)", "{:.1f}"),
     ("tokens_per_second", "tokens/s", "{:.0f}"),
 )
-CSV_KEYS = (*[key for key, _, _ in COLUMNS], "eval_perplexity_per_seed", "learning_rate_source", "run_dirs")
+CSV_KEYS = (
+    *[key for key, _, _ in COLUMNS],
+    "optimizer_state_final_mb",
+    "eval_perplexity_per_seed",
+    "learning_rate_source",
+    "run_dirs",
+)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -72,6 +78,7 @@ def method_row(
         "eval_perplexity_per_seed": ";".join(f"{p:.4f}" for p in finite),
         "trained_params": first["trained_params"] / 1e6,
         "optimizer_state_mb": _mean([s.get("optimizer_state_mb") for s in summaries]),
+        "optimizer_state_final_mb": _mean([s.get("optimizer_state_final_mb") for s in summaries]),
         "peak_memory_mb": _mean([s.get("peak_memory_mb") for s in summaries]),
         "tokens_per_second": _mean([s.get("tokens_per_second") for s in summaries]),
         "estimate_1b_gb": estimate_1b_gb(method, rank_1b),
@@ -99,9 +106,18 @@ def _cell(value: Any, fmt: str) -> str:
     return fmt.format(value)
 
 
+def _state_cell(row: dict[str, Any]) -> str:
+    """Optimizer state; "first → last" where the two differ by more than 1 % (ReLoRA: warm start → low-rank)."""
+    peak, final = row.get("optimizer_state_mb"), row.get("optimizer_state_final_mb")
+    if isinstance(peak, float) and isinstance(final, float) and abs(peak - final) > 0.01 * peak:
+        return f"{peak:.2f} → {final:.2f}"
+    return _cell(peak, "{:.2f}")
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     header = [title for _, title, _ in COLUMNS]
-    body = [[_cell(row.get(key), fmt) for key, _, fmt in COLUMNS] for row in rows]
+    body = [[_state_cell(row) if key == "optimizer_state_mb" else _cell(row.get(key), fmt) for key, _, fmt in COLUMNS]
+            for row in rows]  # fmt: skip
     for cells in body:  # no spread with one seed
         cells[5] = cells[5] if cells[5] != "n/a" else ""
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
@@ -166,8 +182,8 @@ def notes(
     )
     if any(r["method"] == "relora" for r in rows):
         out.append(
-            "relora: trained (M) and opt. state are its low-rank phase; its full-rank warm start costs what full-rank "
-            "costs (see the method's memory estimate)"
+            "relora: opt. state is warm start → low-rank phase (the warm start trains the full weights and the "
+            "factors); trained (M) is the low-rank phase's"
         )
     return out
 

@@ -288,7 +288,8 @@ class MetricsCallback(TrainerCallback):
             "peak_memory_mb": self.memory.peak_bytes() / MB,
             "peak_memory_kind": self.memory.kind,
             "memory_at_train_start_mb": self.memory.baseline_bytes / MB,
-            "optimizer_state_mb": max(state_bytes, self._optimizer_state_bytes) / MB,
+            "optimizer_state_mb": max(state_bytes, self._optimizer_state_bytes) / MB,  # the larger of first / last
+            "optimizer_state_final_mb": state_bytes / MB,  # after the last step (ReLoRA: its low-rank phase)
         }
         if evals:
             self.summary["eval_loss"] = evals[-1]["eval_loss"]

@@ -243,3 +243,13 @@ def test_jobs_run_at_once_each_on_a_share_of_the_cores(tmp_path, monkeypatch):
     assert sorted(calls) == [(str(s), 2) for s in range(4)]
     with pytest.raises(ValueError, match="--jobs must be an integer >= 1, got 0"):
         compare.run_tasks(compare.Budget(), tasks, "cpu", jobs=0)
+
+
+def test_a_state_that_changes_during_the_run_shows_both_numbers():
+    """ReLoRA's optimizer holds the full weights' moments in its warm start and only the factors' afterwards."""
+    relora = {**_summary(50.0, 1, rank=16), "optimizer_state_mb": 1.57, "optimizer_state_final_mb": 0.80}
+    galore = {**_summary(40.0, 1, rank=16), "optimizer_state_mb": 0.75, "optimizer_state_final_mb": 0.75}
+    rows = [compare_table.method_row(m, [s], 1e-3, "sweep") for m, s in (("relora", relora), ("galore", galore))]
+    table = compare_table.format_table(rows)
+    assert "1.57 → 0.80" in table.splitlines()[2] and "0.75" in table.splitlines()[3]
+    assert "→" not in table.splitlines()[3]
