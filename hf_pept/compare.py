@@ -140,7 +140,7 @@ class Entry:
         if not sep:
             return cls(method)
         key, _, value = option.partition("=")
-        if key != "rank" or not value.isdigit() or int(value) < 1 or not entry.low_rank:
+        if key != "rank" or not (value.isascii() and value.isdigit()) or int(value) < 1 or not entry.low_rank:
             raise ValueError(
                 f"--methods entry {text!r}: expected <method> or <low-rank method>:rank=<positive integer>, "
                 f"e.g. galore:rank=24"
@@ -458,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         max_eval_tokens=budget.max_eval_tokens,
     )
     if args.sweep:
-        given = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("compare", "--sweep")]
+        given = list(sys.argv[1:] if argv is None else argv)
+        given = [a for a in given[given[:1] == ["compare"] :] if a != "--sweep"]  # the command, not a value
         command = " ".join(["hf-pept compare --sweep", *given])
         sweep(budget, methods, out, args.device, command=command, jobs=args.jobs)
         return 0
