@@ -210,7 +210,12 @@ def test_entries_parse_own_ranks_and_refuse_bad_ones_naming_the_value():
     assert [e.label for e in entries] == ["full", "lora", "galore:rank=24"]
     argv = compare.Budget().argv("galore", "out", "cpu", rank=24)
     assert argv[argv.index("--rank") + 1] == "24" and argv.count("--rank") == 1
-    for bad, match in (("galore:rnk=2", "rnk"), ("full:rank=3", "full:rank=3"), ("dora", "'dora'"), ("galore:rank=²", "²")):
+    for bad, match in (
+        ("galore:rnk=2", "rnk"),
+        ("full:rank=3", "full:rank=3"),
+        ("dora", "'dora'"),
+        ("galore:rank=²", "²"),
+    ):
         with pytest.raises(ValueError, match=match):
             compare.parse_entries(bad, compare.Budget())
 
