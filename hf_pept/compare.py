@@ -182,7 +182,11 @@ def default_entries(budget: Budget) -> list[Entry]:
     LoRA's (when that rank is not the budget's own)."""
     entries = [Entry(method) for method in DEFAULT_METHODS]
     if {"galore", "lora"} <= set(DEFAULT_METHODS):
-        matched = state_matched_rank(budget)
+        try:
+            matched = state_matched_rank(budget)
+        except (ValueError, OSError) as error:  # a model the estimate cannot count: no aligned point
+            print(f"hf-pept compare: no memory-aligned GaLore point ({error})", file=sys.stderr)
+            return entry_order(entries)
         own = budget.rank if budget.rank is not None else _default_rank(budget, "galore")
         if matched != own:
             entries.append(Entry("galore", matched))
