@@ -239,6 +239,17 @@ class Backend:
         with open(newest, newline="", encoding="utf-8") as handle:
             return newest, list(csv.reader(handle))
 
+    @staticmethod
+    def compare_notes(csv_path: Path) -> list[str]:
+        """The lines ``hf-pept compare`` printed under its table (``comparison.txt`` beside ``csv_path``): what each
+        column that could mislead measures, the model, the unigram reference; [] when there is no such file."""
+        try:
+            text = (csv_path.parent / "comparison.txt").read_text(encoding="utf-8")
+        except OSError:
+            return []
+        _, _, after_table = text.partition("\n\n")
+        return [line for line in after_table.splitlines() if line.strip()]
+
     def wait_finished(self, info: runs.RunInfo, timeout: float) -> runs.RunInfo:
         end = time.monotonic() + timeout
         while time.monotonic() < end:

@@ -488,7 +488,7 @@ def compare_tab(demo: gr.Blocks, backend: Backend, colors) -> CompareTab:
             table=gr.Dataframe(
                 label="finished runs (summary.json), by model size", interactive=False, elem_id="compare-table"
             ),
-            csv_label=gr.Markdown(),
+            csv_label=gr.Markdown(elem_id="compare-notes"),
             csv_table=gr.Dataframe(
                 label="`hf-pept compare` table", interactive=False, visible=False, elem_id="compare-csv"
             ),
@@ -520,7 +520,8 @@ def on_compare(backend: Backend, tab: CompareTab, colors: dict) -> dict:
         note = f"No `comparison.csv` under `{backend.runs_root}` yet: run `hf-pept compare` there."
         csv_update = gr.update(visible=False)
     else:
-        note = f"From `{csv_path}`:"
+        notes = "".join(f"\n- {line}" for line in backend.compare_notes(csv_path))
+        note = f"From `{csv_path}`:" + (f"\n{notes}\n" if notes else "")
         header, body = (csv_rows[0], csv_rows[1:]) if csv_rows else ([], [])
         cells = [
             [charts.format_value(key, value) for key, value in zip(header, line + [""] * len(header))] for line in body

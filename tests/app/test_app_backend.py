@@ -123,6 +123,15 @@ def test_compare_table_reads_the_newest_comparison_csv(backend):
     path, rows = backend.compare_table()
     assert path == folder / "comparison.csv"
     assert rows == [["method", "eval perplexity"], ["full", "30.1"], ["galore", "30.9"]]
+    assert backend.compare_notes(path) == []
+    table = "method | eval ppl\n-------+---------\nfull   |    30.10\n"
+    notes = "model: 'tiny'\neval ppl: a unigram model scores 199.7\n\ncpu: 2 cores; total 3 s\n"
+    (folder / "comparison.txt").write_text(table + "\n" + notes)
+    assert backend.compare_notes(path) == [
+        "model: 'tiny'",
+        "eval ppl: a unigram model scores 199.7",
+        "cpu: 2 cores; total 3 s",
+    ]
 
 
 def test_the_runs_of_a_compare_folder_are_listed_charted_and_compared(backend):

@@ -145,7 +145,11 @@ def test_compare_separates_model_sizes_and_rounds_its_numbers(demo, backend):
     (backend.runs_root / "compare" / "comparison.csv").write_text(
         "method,eval_perplexity,peak_memory_mb\ngalore,40.14272689819336,812.345\n"
     )
+    (backend.runs_root / "compare" / "comparison.txt").write_text(
+        "method | eval ppl\n-------+---------\ngalore |    40.14\n\neval ppl: a unigram model scores 199.7 there\n"
+    )
     out = call(demo, "on_compare")
+    assert "\n- eval ppl: a unigram model scores 199.7 there" in out[component(demo, "compare-notes")]
     figure = out[component(demo, "compare-plot")]
     assert [ax.get_title() for ax in figure.axes] == ["model tiny", "model 20m", "model 60m"]
     table = out[component(demo, "compare-table")]
