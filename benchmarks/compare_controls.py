@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hf_pept import compare
@@ -61,31 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = controls(rates)
-    tasks = []
+    tasks, labels = [], []
     for index, (label, method, lr, embedding_lr) in enumerate(plan):
+        extra = () if embedding_lr is None else ("--embedding_learning_rate", f"{embedding_lr:g}")
         for seed in budget.seed_list:
             run_dir = out / f"{index}-{method}-seed{seed}"
-            argv_ = budget.argv(method, run_dir, "cpu", seed=seed, lr=lr)
-            if embedding_lr is not None:
-                argv_ += ["--embedding_learning_rate", f"{embedding_lr:g}"]
-            tasks.append((label, run_dir, argv_))
-    threads = max(1, 2 // args.jobs) if args.jobs > 1 else None
-
-    def run(task):
-        label, run_dir, argv_ = task
-        print(f"{label} ({run_dir.name})", flush=True)
-        code = compare.run_train(argv_) if threads is None else compare.run_train(argv_, threads=threads)
-        if code != 0:
-            return label, None
-        return label, json.loads((run_dir / "summary.json").read_text())["eval_perplexity"]
-
+            tasks.append(compare.Task(compare.Entry(method), run_dir, seed, lr, f"{label} ({run_dir.name})", extra))
+            labels.append(label)
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(run, tasks))
+    runs = compare.run_tasks(budget, tasks, "cpu", args.jobs)
     by_label: dict[str, list[float]] = {}
-    for label, ppl in results:
-        if ppl is not None:
-            by_label.setdefault(label, []).append(ppl)
+    for label, run in zip(labels, runs):
+        if run is not None:
+            by_label.setdefault(label, []).append(run[0]["eval_perplexity"])
     full = statistics.fmean(by_label["full"])
     rows = []
     for label, method, lr, embedding_lr in plan:
@@ -98,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
-    summaries = [json.loads((t[1] / "summary.json").read_text()) for t in tasks if (t[1] / "summary.json").exists()]
+    summaries = [run[0] for run in runs if run is not None]
     hardware = summaries[0].get("hardware", "") if summaries else ""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:

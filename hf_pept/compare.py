@@ -274,6 +274,7 @@ class Task:
     seed: int
     lr: float
     title: str  # what the progress line says
+    extra_argv: tuple[str, ...] = ()  # further ``hf-pept train`` options of this run alone
 
 
 def run_tasks(budget: Budget, tasks: list[Task], device: str, jobs: int = 1) -> list[tuple | None]:
@@ -296,7 +297,7 @@ def _run(budget: Budget, task: Task, device: str, threads: int | None = None) ->
     print(task.title, flush=True)
     if run_dir.is_dir():  # the comparison's own folder of an earlier comparison: replaced, not mixed with it
         shutil.rmtree(run_dir)
-    argv = budget.argv(entry.method, run_dir, device, seed=seed, lr=lr, rank=entry.rank)
+    argv = [*budget.argv(entry.method, run_dir, device, seed=seed, lr=lr, rank=entry.rank), *task.extra_argv]
     returncode = run_train(argv) if threads is None else run_train(argv, threads=threads)
     if returncode != 0:
         print(f"  {entry.label} (seed {seed}, lr {lr:g}) failed (exit {returncode}); see {run_dir / 'stdout.log'}")
@@ -501,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = notes(rows, peak_kind, model_line(budget, summaries), rank=budget.rank, unigram_perplexity=reference)
     if args.jobs > 1:
         lines.append(f"tokens/s and peak mem: {args.jobs} runs at a time (--jobs), each on a share of the cores")
-    lines += [f"{e.label}: {_own_rank_note(budget, e)}" for e in runs if e.rank is not None]
+    aligned = [e for e in default_entries(budget) if e.rank is not None] if any(e.rank for e in runs) else []
+    lines += [f"{e.label}: {_own_rank_note(budget, e, e in aligned)}" for e in runs if e.rank is not None]
     text = "\n".join([table, "", *lines])
     text += f"\n\n{hardware}; total {time.perf_counter() - started:.0f} s"
     print(f"\n{text}")
@@ -524,8 +526,8 @@ def _rank_at_1b(budget: Budget, entry: Entry) -> int | None:
     return max(1, round(entry.rank * MODEL_SIZES["1b"].hidden_size / hidden_size(budget.model)))
 
 
-def _own_rank_note(budget: Budget, entry: Entry) -> str:
-    if entry in default_entries(budget) and entry.method == "galore":
+def _own_rank_note(budget: Budget, entry: Entry, memory_aligned: bool) -> str:
+    if memory_aligned:
         return (
             f"the memory-aligned point: the largest rank whose optimizer state (hf_pept.memory.estimate) is at most "
             f"LoRA's at the budget's rank; its 1B estimate at rank {_rank_at_1b(budget, entry)}, the same ratio"
